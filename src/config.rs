@@ -1,0 +1,403 @@
+//! Typed configuration: a TOML file, then `CLIENTELE_` environment variables, then command-line
+//! flags, in that order. Unknown keys are errors, and every error names the key (or variable)
+//! and what is wrong with it. Secrets are given as file paths, so no secret is ever held here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Where the packaged configuration lives.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/clientele/clientele.toml";
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "CLIENTELE_";
+
+/// The whole configuration of one Clientele appliance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Folder holding the database, subject keystore, certificate and control socket.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub keys: KeysConfig,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+}
+
+/// The HTTPS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port of the HTTPS listener.
+    pub listen: SocketAddr,
+    /// Optional plain-HTTP listener that only redirects to HTTPS.
+    pub redirect_listen: Option<SocketAddr>,
+    /// PEM certificate chain; when unset, a self-signed certificate is made in `data_dir/tls`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Host names and addresses the self-signed certificate is made for.
+    pub certificate_names: Vec<String>,
+    /// Number of HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+}
+
+/// Where the master key comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Folder holding the master key file and the erasure ledger; defaults to `data_dir/keys`.
+    pub dir: Option<PathBuf>,
+    /// Master key file (64 hex digits, mode 0400); defaults to `keys.dir/master.key`.
+    pub master_key_file: Option<PathBuf>,
+    /// Use a passphrase read from this file (through Argon2id) instead of a key file.
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// The embedded store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// sled page cache, in MiB.
+    pub cache_mib: u64,
+    /// Encryptions under one data-key term before it is rotated automatically. Random 96-bit
+    /// nonces stay safe well beyond this (NIST SP 800-38D sets 2^32 per key).
+    pub max_encryptions_per_term: u64,
+    /// Longest a committed write waits for others to share its flush.
+    #[serde(deserialize_with = "duration")]
+    pub group_commit_window: Duration,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Folder for rolling log files; defaults to `data_dir/logs`.
+    pub dir: Option<PathBuf>,
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `clientele=debug,actix_web=warn`.
+    pub level: String,
+    /// Number of daily log files kept.
+    pub retention_files: usize,
+    /// Also write to standard error.
+    pub stderr: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/clientele"),
+            server: ServerConfig::default(),
+            keys: KeysConfig::default(),
+            store: StoreConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            redirect_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            certificate_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            workers: 0,
+        }
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            master_key_file: None,
+            passphrase_file: None,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cache_mib: 64,
+            max_encryptions_per_term: 1 << 30,
+            group_commit_window: Duration::from_micros(0),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            format: LogFormat::Text,
+            level: "info".into(),
+            retention_files: 30,
+            stderr: true,
+        }
+    }
+}
+
+impl Config {
+    /// The folder of the master key and the erasure ledger.
+    #[must_use]
+    pub fn keys_dir(&self) -> PathBuf {
+        self.keys.dir.clone().unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+
+    /// The master key file, when no passphrase is configured.
+    #[must_use]
+    pub fn master_key_file(&self) -> PathBuf {
+        self.keys
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| self.keys_dir().join("master.key"))
+    }
+
+    #[must_use]
+    pub fn log_dir(&self) -> PathBuf {
+        self.log.dir.clone().unwrap_or_else(|| self.data_dir.join("logs"))
+    }
+
+    #[must_use]
+    pub fn db_dir(&self) -> PathBuf {
+        self.data_dir.join("db")
+    }
+
+    #[must_use]
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
+
+    #[must_use]
+    pub fn control_socket(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
+    }
+
+    /// Reads the configuration: `file` when given (it must exist), else the packaged path when
+    /// it exists, else the defaults; then applies `CLIENTELE_` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (table, origin) = match file {
+            Some(path) => (read_table(path)?, path.display().to_string()),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => (
+                read_table(Path::new(DEFAULT_CONFIG_PATH))?,
+                DEFAULT_CONFIG_PATH.to_owned(),
+            ),
+            None => (toml::Table::new(), "built-in defaults".to_owned()),
+        };
+        let mut table = table;
+        apply_env(&mut table, env)?;
+
+        let config: Self = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|err| ConfigError::Invalid {
+                origin: origin.clone(),
+                key: err.path().to_string(),
+                message: err.inner().to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that hold across keys, after every source has been applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                origin: "configuration".into(),
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return invalid(
+                "server.tls_cert",
+                "tls_cert and tls_key must be given together (or neither, for a self-signed one)",
+            );
+        }
+        if self.store.cache_mib == 0 {
+            return invalid("store.cache_mib", "must be at least 1");
+        }
+        if self.store.max_encryptions_per_term == 0 || self.store.max_encryptions_per_term > 1 << 32
+        {
+            return invalid(
+                "store.max_encryptions_per_term",
+                "must be between 1 and 4294967296 (2^32)",
+            );
+        }
+        if self.log.retention_files == 0 {
+            return invalid("log.retention_files", "must be at least 1");
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return invalid("log.level", &err.to_string());
+        }
+        Ok(())
+    }
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.parse::<toml::Table>()
+        .map_err(|err| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: err.to_string(),
+        })
+}
+
+/// Applies `CLIENTELE_SECTION__KEY=value` (nested keys joined by a double underscore) and
+/// `CLIENTELE_KEY=value` (top-level keys). A value is read as a TOML value when it parses as
+/// one (numbers, booleans, arrays) and as a string otherwise.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let overrides: BTreeMap<String, String> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && !ENV_FLAGS.contains(&name.as_str()))
+        .collect();
+
+    for (name, raw) in overrides {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError::UnknownVariable { name });
+        }
+        let value = parse_env_value(&raw);
+        let mut node = &mut *table;
+        let (last, parents) = path.split_last().ok_or_else(|| ConfigError::UnknownVariable {
+            name: name.clone(),
+        })?;
+        for part in parents {
+            let entry = node
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            node = entry.as_table_mut().ok_or_else(|| ConfigError::UnknownVariable {
+                name: name.clone(),
+            })?;
+        }
+        node.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+/// Environment variables that belong to command-line flags, not to config keys.
+const ENV_FLAGS: &[&str] = &["CLIENTELE_CONFIG", "CLIENTELE_LOG"];
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let probe = format!("v = {raw}");
+    match probe.parse::<toml::Table>() {
+        Ok(mut table) => table
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(|err| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({err}); write it like \"30m\", \"12h\" or \"500ms\""
+        ))
+    })
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{origin}: key `{key}`: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+    #[error(
+        "environment variable {name} does not name a config key; use CLIENTELE_SECTION__KEY, \
+         for example CLIENTELE_SERVER__LISTEN"
+    )]
+    UnknownVariable { name: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        Config::load(Some(file.path()), env)
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let config = load_text(
+            "data_dir = \"/srv/c\"\n[server]\nlisten = \"127.0.0.1:9000\"\n",
+            &[("CLIENTELE_SERVER__WORKERS", "3"), ("CLIENTELE_LOG__FORMAT", "json")],
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/srv/c"));
+        assert_eq!(config.server.listen.port(), 9000);
+        assert_eq!(config.server.workers, 3);
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.master_key_file(), PathBuf::from("/srv/c/keys/master.key"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_text("[server]\nlisen = \"127.0.0.1:9000\"\n", &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("server"), "{text}");
+        assert!(text.contains("lisen"), "{text}");
+    }
+
+    #[test]
+    fn bad_duration_and_address_are_named() {
+        let err = load_text("[store]\ngroup_commit_window = \"soon\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("store.group_commit_window"), "{err}");
+        let err = load_text("[server]\nlisten = \"nowhere\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn unknown_variable_is_named() {
+        let err = load_text("", &[("CLIENTELE_SERVR__LISTEN", "1")]).unwrap_err();
+        assert!(err.to_string().contains("servr"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_names_the_file() {
+        let err = load_text("[server\n", &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+    }
+}

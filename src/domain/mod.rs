@@ -1,0 +1,6 @@
+//! Plain domain types shared by every layer. Nothing here knows about storage, HTTP or time
+//! sources.
+
+pub mod id;
+
+pub use id::Id;

@@ -1,0 +1,9 @@
+//! Clientele: an on-premise retail CRM appliance for regulated retailers.
+//!
+//! [`app::start`] builds and starts the whole application from a [`config::Config`]; `main`
+//! and the integration tests both call it.
+
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod store;

@@ -1,0 +1,354 @@
+//! The one write path: change sets, and the committer that applies them.
+//!
+//! Every write in Clientele is a [`ChangeSet`] given to [`super::Store::commit`]. One committer
+//! thread takes the sets waiting in its queue as a group, checks each set's expectations
+//! against the store and the sets before it, seals the values, appends any new subject keys
+//! to the keystore (synced), applies the whole group as one atomic sled batch, flushes once,
+//! and only then acknowledges every set of the group (group commit). A set whose expectation
+//! fails is refused whole and the others go on.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+use zeroize::Zeroizing;
+
+use crate::domain::Id;
+
+use super::keyring::{self, KEYRING};
+use super::seal::{self, KeyRef};
+use super::{Shared, StoreError, Table};
+
+/// Most sets taken into one group.
+const MAX_GROUP: usize = 1024;
+
+/// A set of changes that land together or not at all.
+#[derive(Debug, Default)]
+pub struct ChangeSet {
+    pub(super) changes: Vec<Change>,
+}
+
+/// One change of a [`ChangeSet`].
+#[derive(Debug)]
+pub(super) enum Change {
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Zeroizing<Vec<u8>>,
+        sealing: Sealing,
+        expect: Expect,
+    },
+    Delete {
+        table: Table,
+        key: Vec<u8>,
+        expect: Expect,
+    },
+    /// Re-seals a record under the current term when it still holds `raw` (key rotation).
+    Reseal { store_key: Vec<u8>, raw: Vec<u8> },
+    /// A keyring record already sealed under the master key.
+    KeyringRecord { key: Vec<u8>, sealed: Vec<u8> },
+}
+
+/// Which key seals a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealing {
+    /// The current data-key term.
+    DataKey,
+    /// The subject's own key, created on first use; destroying it erases the record.
+    Subject(Id),
+}
+
+/// What the record must be before the change, for the set to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Anything,
+    /// The key must not exist (create once, even under concurrent writers).
+    Absent,
+    /// The key must exist.
+    Present,
+}
+
+impl ChangeSet {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes `value` at `key`, sealed under the current data key.
+    pub fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.push_put(table, key.into(), value.into(), Sealing::DataKey, Expect::Anything)
+    }
+
+    /// Writes `value` at `key` only when nothing is there yet.
+    pub fn insert_new(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.push_put(table, key.into(), value.into(), Sealing::DataKey, Expect::Absent)
+    }
+
+    /// Writes `value` at `key` with explicit sealing and expectation.
+    pub fn put_with(
+        &mut self,
+        table: Table,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        sealing: Sealing,
+        expect: Expect,
+    ) -> &mut Self {
+        self.push_put(table, key.into(), value.into(), sealing, expect)
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.changes.push(Change::Delete {
+            table,
+            key: key.into(),
+            expect: Expect::Anything,
+        });
+        self
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    pub(super) fn push(&mut self, change: Change) {
+        self.changes.push(change);
+    }
+
+    fn push_put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>, sealing: Sealing, expect: Expect) -> &mut Self {
+        self.changes.push(Change::Put {
+            table,
+            key,
+            value: Zeroizing::new(value),
+            sealing,
+            expect,
+        });
+        self
+    }
+}
+
+/// Work for the committer.
+#[derive(Debug)]
+pub(super) enum Job {
+    Commit {
+        set: ChangeSet,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Adds a data-key term and makes it current.
+    Rotate {
+        reply: oneshot::Sender<Result<u32, StoreError>>,
+    },
+}
+
+/// Runs until every sender is gone.
+pub(super) fn run(shared: &Arc<Shared>, queue: &Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        if !shared.group_window.is_zero() {
+            std::thread::sleep(shared.group_window);
+        }
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+
+        let mut commits = Vec::with_capacity(group.len());
+        for job in group {
+            match job {
+                Job::Commit { set, reply } => commits.push((set, reply)),
+                Job::Rotate { reply } => {
+                    apply_group(shared, std::mem::take(&mut commits));
+                    let _ = reply.send(rotate(shared));
+                }
+            }
+        }
+        apply_group(shared, commits);
+
+        if shared.keyring.used() >= shared.max_encryptions_per_term {
+            match rotate(shared) {
+                Ok(term) => info!(term, "data-key term rotated automatically (encryption limit reached)"),
+                Err(err) => error!(error = %err, "automatic key rotation failed"),
+            }
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+/// Stages, applies and flushes one group, then answers each set.
+fn apply_group(shared: &Shared, commits: Vec<(ChangeSet, Reply)>) {
+    if commits.is_empty() {
+        return;
+    }
+    let mut batch = sled::Batch::default();
+    let mut overlay: HashMap<Vec<u8>, bool> = HashMap::new();
+    let mut new_subjects: Vec<(Id, Zeroizing<[u8; 32]>)> = Vec::new();
+    let mut outcomes: Vec<(Result<(), StoreError>, Reply)> = Vec::with_capacity(commits.len());
+    let mut staged_any = false;
+
+    for (set, reply) in commits {
+        let outcome = stage(shared, set, &mut overlay, &mut new_subjects).map(|ops| {
+            for (key, value) in ops {
+                staged_any = true;
+                match value {
+                    Some(v) => batch.insert(key, v),
+                    None => batch.remove(key),
+                }
+            }
+        });
+        outcomes.push((outcome, reply));
+    }
+
+    let written = if staged_any { write_batch(shared, batch, new_subjects) } else { Ok(()) };
+    if let Err(err) = &written {
+        // The reservation staged with this group may not have landed: write a new one next time.
+        shared.keyring.forget_reservation();
+        warn!(error = %err, sets = outcomes.len(), "group commit failed; no set of the group was acknowledged");
+    }
+    for (outcome, reply) in outcomes {
+        let result = match (&written, outcome) {
+            (Ok(()), outcome) => outcome,
+            (Err(err), Ok(())) => Err(err.clone_for_reply()),
+            (Err(_), Err(err)) => Err(err),
+        };
+        let _ = reply.send(result);
+    }
+}
+
+fn write_batch(shared: &Shared, batch: sled::Batch, new_subjects: Vec<(Id, Zeroizing<[u8; 32]>)>) -> Result<(), StoreError> {
+    if !new_subjects.is_empty() {
+        let mut subjects = shared.subjects_mut();
+        subjects.append(new_subjects, shared.keyring.master(), shared.random.as_ref())?;
+    }
+    shared.data.apply_batch(batch).map_err(StoreError::from)?;
+    shared.db.flush().map_err(StoreError::from)?;
+    Ok(())
+}
+
+type Staged = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// Checks a set's expectations and seals its values, without touching the store.
+fn stage(
+    shared: &Shared,
+    set: ChangeSet,
+    overlay: &mut HashMap<Vec<u8>, bool>,
+    new_subjects: &mut Vec<(Id, Zeroizing<[u8; 32]>)>,
+) -> Result<Staged, StoreError> {
+    let mut ops: Staged = Vec::with_capacity(set.changes.len());
+    let mut local: HashMap<Vec<u8>, bool> = HashMap::new();
+    let exists = |key: &[u8], local: &HashMap<Vec<u8>, bool>| -> Result<bool, StoreError> {
+        if let Some(present) = local.get(key).or_else(|| overlay.get(key)) {
+            return Ok(*present);
+        }
+        Ok(shared.data.contains_key(key)?)
+    };
+    let check = |table: Table, expect: Expect, present: bool| match (expect, present) {
+        (Expect::Absent, true) => Err(StoreError::Conflict {
+            table: table.name().into(),
+            expectation: "the record already exists",
+        }),
+        (Expect::Present, false) => Err(StoreError::Conflict {
+            table: table.name().into(),
+            expectation: "the record does not exist",
+        }),
+        _ => Ok(()),
+    };
+
+    let seals = set
+        .changes
+        .iter()
+        .filter(|c| matches!(c, Change::Put { sealing: Sealing::DataKey, .. } | Change::Reseal { .. }))
+        .count() as u64;
+    if let Some(record) = shared.keyring.reserve(seals, shared.random.as_ref())? {
+        ops.push((KEYRING.store_key(&record.key), Some(record.sealed)));
+    }
+
+    for change in set.changes {
+        match change {
+            Change::Put { table, key, value, sealing, expect } => {
+                let store_key = table.store_key(&key);
+                check(table, expect, exists(&store_key, &local)?)?;
+                let sealed = match sealing {
+                    Sealing::DataKey => shared.keyring.seal_current(&store_key, &value, shared.random.as_ref())?,
+                    Sealing::Subject(id) => {
+                        let key = subject_key(shared, id, new_subjects)?;
+                        seal::seal(&key, KeyRef::Subject(id), &store_key, &value, shared.random.as_ref())?
+                    }
+                };
+                local.insert(store_key.clone(), true);
+                ops.push((store_key, Some(sealed)));
+            }
+            Change::Delete { table, key, expect } => {
+                let store_key = table.store_key(&key);
+                check(table, expect, exists(&store_key, &local)?)?;
+                local.insert(store_key.clone(), false);
+                ops.push((store_key, None));
+            }
+            Change::Reseal { store_key, raw } => {
+                let current = shared.data.get(&store_key)?;
+                if overlay.contains_key(&store_key) || current.as_deref() != Some(raw.as_slice()) {
+                    // Written since the rewriter read it; the newer value is already current.
+                    continue;
+                }
+                let plain = shared.open_raw(&store_key, &raw)?;
+                let sealed = shared.keyring.seal_current(&store_key, &plain, shared.random.as_ref())?;
+                local.insert(store_key.clone(), true);
+                ops.push((store_key, Some(sealed)));
+            }
+            Change::KeyringRecord { key, sealed } => {
+                let store_key = KEYRING.store_key(&key);
+                local.insert(store_key.clone(), true);
+                ops.push((store_key, Some(sealed)));
+            }
+        }
+    }
+    overlay.extend(local);
+    Ok(ops)
+}
+
+fn subject_key(
+    shared: &Shared,
+    id: Id,
+    new_subjects: &mut Vec<(Id, Zeroizing<[u8; 32]>)>,
+) -> Result<seal::SealKey, StoreError> {
+    if let Some((_, bytes)) = new_subjects.iter().find(|(new, _)| *new == id) {
+        return seal::SealKey::new(bytes);
+    }
+    {
+        let subjects = shared.subjects();
+        if subjects.is_erased(id) {
+            return Err(StoreError::Erased);
+        }
+        if subjects.contains(id) {
+            return subjects.get(id);
+        }
+    }
+    let bytes = keyring::random_key(shared.random.as_ref())?;
+    let key = seal::SealKey::new(&bytes)?;
+    new_subjects.push((id, bytes));
+    Ok(key)
+}
+
+/// Adds a data-key term, durably, then makes it current and wakes the rewriter.
+fn rotate(shared: &Shared) -> Result<u32, StoreError> {
+    let (term, bytes, records) = shared.keyring.prepare_term(shared.random.as_ref())?;
+    let mut batch = sled::Batch::default();
+    for record in records {
+        batch.insert(KEYRING.store_key(&record.key), record.sealed);
+    }
+    shared.data.apply_batch(batch)?;
+    shared.db.flush()?;
+    shared.keyring.install_term(term, &bytes)?;
+    shared.wake_rewriter();
+    info!(term, "data-key term added; older records are being rewritten in the background");
+    Ok(term)
+}
