@@ -155,7 +155,10 @@ impl Config {
     /// The folder of the master key and the erasure ledger.
     #[must_use]
     pub fn keys_dir(&self) -> PathBuf {
-        self.keys.dir.clone().unwrap_or_else(|| self.data_dir.join("keys"))
+        self.keys
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
     }
 
     /// The master key file, when no passphrase is configured.
@@ -169,7 +172,10 @@ impl Config {
 
     #[must_use]
     pub fn log_dir(&self) -> PathBuf {
-        self.log.dir.clone().unwrap_or_else(|| self.data_dir.join("logs"))
+        self.log
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("logs"))
     }
 
     #[must_use]
@@ -201,14 +207,35 @@ impl Config {
             ),
             None => (toml::Table::new(), "built-in defaults".to_owned()),
         };
-        let mut table = table;
+        Self::from_table(table, &origin, env)
+    }
+
+    /// Development defaults: data in `./clientele-data`, HTTPS on 127.0.0.1:8443, then the
+    /// same environment overrides as a file.
+    pub fn load_dev(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let table = DEV_DEFAULTS
+            .parse::<toml::Table>()
+            .map_err(|err| ConfigError::Syntax {
+                path: PathBuf::from("(development defaults)"),
+                message: err.to_string(),
+            })?;
+        Self::from_table(table, "development defaults", env)
+    }
+
+    fn from_table(
+        mut table: toml::Table,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         apply_env(&mut table, env)?;
 
-        let config: Self = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|err| ConfigError::Invalid {
-                origin: origin.clone(),
-                key: err.path().to_string(),
-                message: err.inner().to_string(),
+        let config: Self =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+                ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    key: err.path().to_string(),
+                    message: err.inner().to_string(),
+                }
             })?;
         config.validate()?;
         Ok(config)
@@ -252,6 +279,15 @@ impl Config {
     }
 }
 
+/// What `serve --dev` runs on when no config file is given.
+const DEV_DEFAULTS: &str = r#"
+data_dir = "clientele-data"
+
+[server]
+listen = "127.0.0.1:8443"
+workers = 2
+"#;
+
 fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -286,16 +322,16 @@ fn apply_env(
         }
         let value = parse_env_value(&raw);
         let mut node = &mut *table;
-        let (last, parents) = path.split_last().ok_or_else(|| ConfigError::UnknownVariable {
-            name: name.clone(),
-        })?;
+        let (last, parents) = path
+            .split_last()
+            .ok_or_else(|| ConfigError::UnknownVariable { name: name.clone() })?;
         for part in parents {
             let entry = node
                 .entry(part.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            node = entry.as_table_mut().ok_or_else(|| ConfigError::UnknownVariable {
-                name: name.clone(),
-            })?;
+            node = entry
+                .as_table_mut()
+                .ok_or_else(|| ConfigError::UnknownVariable { name: name.clone() })?;
         }
         node.insert(last.clone(), value);
     }
@@ -363,14 +399,20 @@ mod tests {
     fn file_then_environment() {
         let config = load_text(
             "data_dir = \"/srv/c\"\n[server]\nlisten = \"127.0.0.1:9000\"\n",
-            &[("CLIENTELE_SERVER__WORKERS", "3"), ("CLIENTELE_LOG__FORMAT", "json")],
+            &[
+                ("CLIENTELE_SERVER__WORKERS", "3"),
+                ("CLIENTELE_LOG__FORMAT", "json"),
+            ],
         )
         .unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/srv/c"));
         assert_eq!(config.server.listen.port(), 9000);
         assert_eq!(config.server.workers, 3);
         assert_eq!(config.log.format, LogFormat::Json);
-        assert_eq!(config.master_key_file(), PathBuf::from("/srv/c/keys/master.key"));
+        assert_eq!(
+            config.master_key_file(),
+            PathBuf::from("/srv/c/keys/master.key")
+        );
     }
 
     #[test]
@@ -384,7 +426,10 @@ mod tests {
     #[test]
     fn bad_duration_and_address_are_named() {
         let err = load_text("[store]\ngroup_commit_window = \"soon\"\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("store.group_commit_window"), "{err}");
+        assert!(
+            err.to_string().contains("store.group_commit_window"),
+            "{err}"
+        );
         let err = load_text("[server]\nlisten = \"nowhere\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("server.listen"), "{err}");
     }

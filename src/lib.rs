@@ -3,7 +3,12 @@
 //! [`app::start`] builds and starts the whole application from a [`config::Config`]; `main`
 //! and the integration tests both call it.
 
+pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod domain;
+pub mod logging;
 pub mod store;
+pub mod web;

@@ -1,1 +1,7 @@
-fn main() {}
+//! The `clientele` binary: parses the command line and hands over to `clientele::cli`.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    clientele::cli::main()
+}

@@ -8,8 +8,8 @@
 //! fails is refused whole and the others go on.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
 
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -47,8 +47,10 @@ pub(super) enum Change {
     },
     /// Re-seals a record under the current term when it still holds `raw` (key rotation).
     Reseal { store_key: Vec<u8>, raw: Vec<u8> },
-    /// A keyring record already sealed under the master key.
-    KeyringRecord { key: Vec<u8>, sealed: Vec<u8> },
+    /// Moves the rewrite cursor, when `term` is still current (a rotation since resets it).
+    RewriteCursor { term: u32, position: Vec<u8> },
+    /// Ends the rewrite, when `term` is still current.
+    FinishRewrite { term: u32 },
 }
 
 /// Which key seals a value.
@@ -77,13 +79,35 @@ impl ChangeSet {
     }
 
     /// Writes `value` at `key`, sealed under the current data key.
-    pub fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
-        self.push_put(table, key.into(), value.into(), Sealing::DataKey, Expect::Anything)
+    pub fn put(
+        &mut self,
+        table: Table,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.push_put(
+            table,
+            key.into(),
+            value.into(),
+            Sealing::DataKey,
+            Expect::Anything,
+        )
     }
 
     /// Writes `value` at `key` only when nothing is there yet.
-    pub fn insert_new(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
-        self.push_put(table, key.into(), value.into(), Sealing::DataKey, Expect::Absent)
+    pub fn insert_new(
+        &mut self,
+        table: Table,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.push_put(
+            table,
+            key.into(),
+            value.into(),
+            Sealing::DataKey,
+            Expect::Absent,
+        )
     }
 
     /// Writes `value` at `key` with explicit sealing and expectation.
@@ -122,7 +146,14 @@ impl ChangeSet {
         self.changes.push(change);
     }
 
-    fn push_put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>, sealing: Sealing, expect: Expect) -> &mut Self {
+    fn push_put(
+        &mut self,
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        sealing: Sealing,
+        expect: Expect,
+    ) -> &mut Self {
         self.changes.push(Change::Put {
             table,
             key,
@@ -173,9 +204,14 @@ pub(super) fn run(shared: &Arc<Shared>, queue: &Receiver<Job>) {
         }
         apply_group(shared, commits);
 
+        // Limitation: the rewrite after a rotation also counts against the limit, so a store
+        // holding more records than the limit (2^30 by default) would rotate without end.
         if shared.keyring.used() >= shared.max_encryptions_per_term {
             match rotate(shared) {
-                Ok(term) => info!(term, "data-key term rotated automatically (encryption limit reached)"),
+                Ok(term) => info!(
+                    term,
+                    "data-key term rotated automatically (encryption limit reached)"
+                ),
                 Err(err) => error!(error = %err, "automatic key rotation failed"),
             }
         }
@@ -208,7 +244,11 @@ fn apply_group(shared: &Shared, commits: Vec<(ChangeSet, Reply)>) {
         outcomes.push((outcome, reply));
     }
 
-    let written = if staged_any { write_batch(shared, batch, new_subjects) } else { Ok(()) };
+    let written = if staged_any {
+        write_batch(shared, batch, new_subjects)
+    } else {
+        Ok(())
+    };
     if let Err(err) = &written {
         // The reservation staged with this group may not have landed: write a new one next time.
         shared.keyring.forget_reservation();
@@ -224,10 +264,18 @@ fn apply_group(shared: &Shared, commits: Vec<(ChangeSet, Reply)>) {
     }
 }
 
-fn write_batch(shared: &Shared, batch: sled::Batch, new_subjects: Vec<(Id, Zeroizing<[u8; 32]>)>) -> Result<(), StoreError> {
+fn write_batch(
+    shared: &Shared,
+    batch: sled::Batch,
+    new_subjects: Vec<(Id, Zeroizing<[u8; 32]>)>,
+) -> Result<(), StoreError> {
     if !new_subjects.is_empty() {
         let mut subjects = shared.subjects_mut();
-        subjects.append(new_subjects, shared.keyring.master(), shared.random.as_ref())?;
+        subjects.append(
+            new_subjects,
+            shared.keyring.master(),
+            shared.random.as_ref(),
+        )?;
     }
     shared.data.apply_batch(batch).map_err(StoreError::from)?;
     shared.db.flush().map_err(StoreError::from)?;
@@ -266,7 +314,15 @@ fn stage(
     let seals = set
         .changes
         .iter()
-        .filter(|c| matches!(c, Change::Put { sealing: Sealing::DataKey, .. } | Change::Reseal { .. }))
+        .filter(|c| {
+            matches!(
+                c,
+                Change::Put {
+                    sealing: Sealing::DataKey,
+                    ..
+                } | Change::Reseal { .. }
+            )
+        })
         .count() as u64;
     if let Some(record) = shared.keyring.reserve(seals, shared.random.as_ref())? {
         ops.push((KEYRING.store_key(&record.key), Some(record.sealed)));
@@ -274,14 +330,30 @@ fn stage(
 
     for change in set.changes {
         match change {
-            Change::Put { table, key, value, sealing, expect } => {
+            Change::Put {
+                table,
+                key,
+                value,
+                sealing,
+                expect,
+            } => {
                 let store_key = table.store_key(&key);
                 check(table, expect, exists(&store_key, &local)?)?;
                 let sealed = match sealing {
-                    Sealing::DataKey => shared.keyring.seal_current(&store_key, &value, shared.random.as_ref())?,
+                    Sealing::DataKey => {
+                        shared
+                            .keyring
+                            .seal_current(&store_key, &value, shared.random.as_ref())?
+                    }
                     Sealing::Subject(id) => {
                         let key = subject_key(shared, id, new_subjects)?;
-                        seal::seal(&key, KeyRef::Subject(id), &store_key, &value, shared.random.as_ref())?
+                        seal::seal(
+                            &key,
+                            KeyRef::Subject(id),
+                            &store_key,
+                            &value,
+                            shared.random.as_ref(),
+                        )?
                     }
                 };
                 local.insert(store_key.clone(), true);
@@ -300,14 +372,29 @@ fn stage(
                     continue;
                 }
                 let plain = shared.open_raw(&store_key, &raw)?;
-                let sealed = shared.keyring.seal_current(&store_key, &plain, shared.random.as_ref())?;
+                let sealed =
+                    shared
+                        .keyring
+                        .seal_current(&store_key, &plain, shared.random.as_ref())?;
                 local.insert(store_key.clone(), true);
                 ops.push((store_key, Some(sealed)));
             }
-            Change::KeyringRecord { key, sealed } => {
-                let store_key = KEYRING.store_key(&key);
-                local.insert(store_key.clone(), true);
-                ops.push((store_key, Some(sealed)));
+            Change::RewriteCursor { term, position } => {
+                if shared.keyring.current_term() == term {
+                    let mut value = term.to_be_bytes().to_vec();
+                    value.extend_from_slice(&position);
+                    let record = shared.keyring.seal_master(
+                        keyring::REWRITE_KEY,
+                        &value,
+                        shared.random.as_ref(),
+                    )?;
+                    ops.push((KEYRING.store_key(&record.key), Some(record.sealed)));
+                }
+            }
+            Change::FinishRewrite { term } => {
+                if shared.keyring.current_term() == term {
+                    ops.push((KEYRING.store_key(keyring::REWRITE_KEY), None));
+                }
             }
         }
     }
@@ -349,6 +436,9 @@ fn rotate(shared: &Shared) -> Result<u32, StoreError> {
     shared.db.flush()?;
     shared.keyring.install_term(term, &bytes)?;
     shared.wake_rewriter();
-    info!(term, "data-key term added; older records are being rewritten in the background");
+    info!(
+        term,
+        "data-key term added; older records are being rewritten in the background"
+    );
     Ok(term)
 }

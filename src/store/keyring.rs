@@ -9,7 +9,7 @@
 //! | `term/<u32>` | the 32 bytes of one data-key term |
 //! | `current` | current term (u32) and the encryptions reserved under it (u64) |
 //! | `blind` | root key of the blind indexes, separate from every data key |
-//! | `rewrite` | while old terms are being rewritten: the store key reached so far |
+//! | `rewrite` | while old terms are being rewritten: the target term (u32) and the store key reached so far |
 //!
 //! The counter is reserved ahead in blocks written in the same batch as the records they
 //! cover, so after a crash the count restarts at the reservation and never under-counts.
@@ -123,11 +123,12 @@ impl Keyring {
         }
 
         for (key, sealed) in &records {
-            let plain = open_record(&master_key, key, sealed).map_err(|()| StoreError::Integrity {
-                table: KEYRING.name().into(),
-                key: String::from_utf8_lossy(key).into_owned(),
-                reason: "keyring record does not open under the master key".into(),
-            })?;
+            let plain =
+                open_record(&master_key, key, sealed).map_err(|()| StoreError::Integrity {
+                    table: KEYRING.name().into(),
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reason: "keyring record does not open under the master key".into(),
+                })?;
             if let Some(term) = key.strip_prefix(b"term/") {
                 let term = parse_term(term)?;
                 terms.insert(term, SealKey::new(&*key_bytes(&plain)?)?);
@@ -191,7 +192,13 @@ impl Keyring {
     }
 
     /// Opens a value sealed under any term still in the keyring.
-    pub fn open_term(&self, term: u32, header: seal::Header, store_key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenFailure> {
+    pub fn open_term(
+        &self,
+        term: u32,
+        header: seal::Header,
+        store_key: &[u8],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, OpenFailure> {
         let terms = read(&self.terms);
         let key = terms.get(&term).ok_or(OpenFailure::MissingTerm(term))?;
         seal::open(key, header, store_key, sealed).map_err(|()| OpenFailure::Integrity)
@@ -199,7 +206,11 @@ impl Keyring {
 
     /// When the next `count` encryptions would pass the reservation, returns the new
     /// reservation record to write in the same batch.
-    pub fn reserve(&self, count: u64, random: &dyn Random) -> Result<Option<KeyringRecord>, StoreError> {
+    pub fn reserve(
+        &self,
+        count: u64,
+        random: &dyn Random,
+    ) -> Result<Option<KeyringRecord>, StoreError> {
         let used = self.used.load(Ordering::Relaxed);
         let reserved = self.reserved.load(Ordering::Relaxed);
         if used + count <= reserved {
@@ -208,7 +219,12 @@ impl Keyring {
         let next = used + count.max(RESERVATION_BLOCK);
         self.reserved.store(next, Ordering::Relaxed);
         let value = current_value(self.current_term(), next);
-        Ok(Some(seal_record(&self.master, CURRENT_KEY, &value, random)?))
+        Ok(Some(seal_record(
+            &self.master,
+            CURRENT_KEY,
+            &value,
+            random,
+        )?))
     }
 
     /// Forgets the in-memory reservation after a failed write, so the next seal writes one.
@@ -218,13 +234,21 @@ impl Keyring {
 
     /// Prepares a new term: the records to write. The term becomes current only through
     /// [`Keyring::install_term`], after the records are durable.
-    pub fn prepare_term(&self, random: &dyn Random) -> Result<(u32, Zeroizing<[u8; 32]>, Vec<KeyringRecord>), StoreError> {
+    pub fn prepare_term(
+        &self,
+        random: &dyn Random,
+    ) -> Result<(u32, Zeroizing<[u8; 32]>, Vec<KeyringRecord>), StoreError> {
         let term = read(&self.terms).keys().next_back().copied().unwrap_or(0) + 1;
         let bytes = random_key(random)?;
         let records = vec![
             seal_record(&self.master, &term_key(term), bytes.as_ref(), random)?,
-            seal_record(&self.master, CURRENT_KEY, &current_value(term, RESERVATION_BLOCK), random)?,
-            seal_record(&self.master, REWRITE_KEY, b"", random)?,
+            seal_record(
+                &self.master,
+                CURRENT_KEY,
+                &current_value(term, RESERVATION_BLOCK),
+                random,
+            )?,
+            seal_record(&self.master, REWRITE_KEY, &term.to_be_bytes(), random)?,
         ];
         Ok((term, bytes, records))
     }
@@ -240,7 +264,12 @@ impl Keyring {
     }
 
     /// Seals a keyring record under the master key.
-    pub fn seal_master(&self, key: &[u8], plaintext: &[u8], random: &dyn Random) -> Result<KeyringRecord, StoreError> {
+    pub fn seal_master(
+        &self,
+        key: &[u8],
+        plaintext: &[u8],
+        random: &dyn Random,
+    ) -> Result<KeyringRecord, StoreError> {
         seal_record(&self.master, key, plaintext, random)
     }
 
@@ -248,7 +277,10 @@ impl Keyring {
     /// HMAC-SHA256 under a key derived for that purpose from the blind-index root key,
     /// truncated to 16 bytes.
     pub fn blind_index(&self, purpose: &str, normalised: &[u8]) -> [u8; 16] {
-        let derived = hmac::sign(&self.blind, format!("clientele blind index v1/{purpose}").as_bytes());
+        let derived = hmac::sign(
+            &self.blind,
+            format!("clientele blind index v1/{purpose}").as_bytes(),
+        );
         let key = hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref());
         let tag = hmac::sign(&key, normalised);
         let mut out = [0u8; 16];
@@ -269,7 +301,12 @@ pub fn keyring_store_key(key: &[u8]) -> Vec<u8> {
     KEYRING.store_key(key)
 }
 
-fn seal_record(master: &SealKey, key: &[u8], plaintext: &[u8], random: &dyn Random) -> Result<KeyringRecord, StoreError> {
+fn seal_record(
+    master: &SealKey,
+    key: &[u8],
+    plaintext: &[u8],
+    random: &dyn Random,
+) -> Result<KeyringRecord, StoreError> {
     let store_key = keyring_store_key(key);
     let sealed = seal::seal(master, KeyRef::Master, &store_key, plaintext, random)?;
     Ok(KeyringRecord {
@@ -313,8 +350,16 @@ fn parse_current(plain: &[u8]) -> Result<(u32, u64), StoreError> {
         key: "current".into(),
         reason: "malformed current-term record".into(),
     };
-    let term = plain.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).ok_or_else(bad)?;
-    let reserved = plain.get(4..12).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(bad)?;
+    let term = plain
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(bad)?;
+    let reserved = plain
+        .get(4..12)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(bad)?;
     Ok((term, reserved))
 }
 
@@ -329,14 +374,18 @@ fn key_bytes(plain: &[u8]) -> Result<Zeroizing<[u8; 32]>, StoreError> {
 
 pub fn random_key(random: &dyn Random) -> Result<Zeroizing<[u8; 32]>, StoreError> {
     let mut bytes = Zeroizing::new([0u8; 32]);
-    random.fill(bytes.as_mut()).map_err(|_| StoreError::Crypto("random source failed"))?;
+    random
+        .fill(bytes.as_mut())
+        .map_err(|_| StoreError::Crypto("random source failed"))?;
     Ok(bytes)
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

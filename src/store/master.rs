@@ -51,10 +51,15 @@ impl MasterKey {
     }
 
     /// Derives a key from a passphrase with Argon2id.
-    pub fn from_passphrase(passphrase: &[u8], salt: &[u8], kdf: KdfParams) -> Result<Self, StoreError> {
+    pub fn from_passphrase(
+        passphrase: &[u8],
+        salt: &[u8],
+        kdf: KdfParams,
+    ) -> Result<Self, StoreError> {
         let params = argon2::Params::new(kdf.memory_kib, kdf.iterations, kdf.parallelism, Some(32))
             .map_err(|_| StoreError::Crypto("invalid Argon2 parameters"))?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = Zeroizing::new([0u8; 32]);
         argon
             .hash_password_into(passphrase, salt, out.as_mut())
@@ -93,7 +98,9 @@ impl MasterKey {
         };
         let mode = files::mode_of(path).map_err(|err| {
             if err.kind() == std::io::ErrorKind::NotFound {
-                key_error("does not exist; run `clientele init` to create a store and its key".into())
+                key_error(
+                    "does not exist; run `clientele init` to create a store and its key".into(),
+                )
             } else {
                 key_error(format!("cannot be read: {err}"))
             }
@@ -105,12 +112,15 @@ impl MasterKey {
             )));
         }
         let text = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|err| key_error(format!("cannot be read: {err}")))?,
+            std::fs::read_to_string(path)
+                .map_err(|err| key_error(format!("cannot be read: {err}")))?,
         );
         let mut bytes = Zeroizing::new([0u8; 32]);
         let decoded = data_encoding::HEXLOWER_PERMISSIVE
             .decode(text.trim().as_bytes())
-            .map_err(|_| key_error("is not a Clientele master key (expected 64 hex digits)".into()))?;
+            .map_err(|_| {
+                key_error("is not a Clientele master key (expected 64 hex digits)".into())
+            })?;
         let decoded = Zeroizing::new(decoded);
         if decoded.len() != 32 {
             return Err(key_error(

@@ -87,7 +87,12 @@ pub fn upgrade(
 }
 
 fn run_step(db_dir: &Path, from: u32, step: &Migration, cache_mib: u64) -> Result<(), StoreError> {
-    let failed = |reason: String| StoreError::Migration { from, to: step.to, name: step.name, reason };
+    let failed = |reason: String| StoreError::Migration {
+        from,
+        to: step.to,
+        name: step.name,
+        reason,
+    };
     let migrating = sibling(db_dir, ".migrating");
     let previous = sibling(db_dir, ".previous");
     if migrating.exists() {
@@ -98,7 +103,8 @@ fn run_step(db_dir: &Path, from: u32, step: &Migration, cache_mib: u64) -> Resul
         let old = open_sled(db_dir, cache_mib)?;
         let new = open_sled(&migrating, cache_mib)?;
         (step.apply)(&old, &new).map_err(failed)?;
-        new.open_tree("meta")?.insert(super::META_SCHEMA, &step.to.to_be_bytes())?;
+        new.open_tree("meta")?
+            .insert(super::META_SCHEMA, &step.to.to_be_bytes())?;
         new.flush()?;
         Ok::<(), StoreError>(())
     })();
@@ -120,14 +126,22 @@ mod tests {
 
     fn make_v1(dir: &Path) {
         let db = open_sled(dir, 8).unwrap();
-        db.open_tree("meta").unwrap().insert(super::super::META_SCHEMA, &1u32.to_be_bytes()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(super::super::META_SCHEMA, &1u32.to_be_bytes())
+            .unwrap();
         db.open_tree("data").unwrap().insert(b"k", b"v").unwrap();
         db.flush().unwrap();
     }
 
     fn version(dir: &Path) -> u32 {
         let db = open_sled(dir, 8).unwrap();
-        let raw = db.open_tree("meta").unwrap().get(super::super::META_SCHEMA).unwrap().unwrap();
+        let raw = db
+            .open_tree("meta")
+            .unwrap()
+            .get(super::super::META_SCHEMA)
+            .unwrap()
+            .unwrap();
         u32::from_be_bytes(raw.as_ref().try_into().unwrap())
     }
 
@@ -141,7 +155,10 @@ mod tests {
             name: "add marker",
             apply: |old, new| {
                 copy_all(old, new)?;
-                new.open_tree("data").map_err(|e| e.to_string())?.insert(b"marker", b"2").map_err(|e| e.to_string())?;
+                new.open_tree("data")
+                    .map_err(|e| e.to_string())?
+                    .insert(b"marker", b"2")
+                    .map_err(|e| e.to_string())?;
                 Ok(())
             },
         }];

@@ -39,8 +39,8 @@ use crate::clock::{Clock, Random};
 use crate::domain::Id;
 
 pub use commit::{ChangeSet, Expect, Sealing};
-pub use master::{KdfParams, MasterKey, MasterKeySource};
 use keyring::{KEYRING, Keyring, OpenFailure};
+pub use master::{KdfParams, MasterKey, MasterKeySource};
 use seal::KeyRef;
 use subjects::SubjectKeys;
 
@@ -49,7 +49,6 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_CREATED: &[u8] = b"created_at";
-const META_KDF: &[u8] = b"kdf";
 
 /// A named table: a key prefix inside the `data` tree, bound into every sealed value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,7 +85,10 @@ impl Table {
 fn split_store_key(store_key: &[u8]) -> Option<(&str, &[u8])> {
     let (&len, rest) = store_key.split_first()?;
     let name = rest.get(..usize::from(len))?;
-    Some((std::str::from_utf8(name).ok()?, rest.get(usize::from(len)..)?))
+    Some((
+        std::str::from_utf8(name).ok()?,
+        rest.get(usize::from(len)..)?,
+    ))
 }
 
 /// Why a store operation failed. Messages name the place and say what to do; none carries a
@@ -206,15 +208,21 @@ struct Shared {
     group_window: Duration,
     max_encryptions_per_term: u64,
     rewriter: Mutex<Option<Sender<()>>>,
+    /// Set when the store is being closed; background work stops at its next step.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
     fn subjects(&self) -> RwLockReadGuard<'_, SubjectKeys> {
-        self.subjects.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.subjects
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn subjects_mut(&self) -> RwLockWriteGuard<'_, SubjectKeys> {
-        self.subjects.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.subjects
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn wake_rewriter(&self) {
@@ -240,7 +248,9 @@ impl Shared {
                 .open_term(term, header, store_key, raw)
                 .map_err(|failure| match failure {
                     OpenFailure::MissingTerm(term) => StoreError::MissingTerm { term },
-                    OpenFailure::Integrity => integrity("authentication failed (altered, moved or damaged)"),
+                    OpenFailure::Integrity => {
+                        integrity("authentication failed (altered, moved or damaged)")
+                    }
                 }),
             KeyRef::Subject(id) => {
                 let key = self.subjects().get(id)?;
@@ -262,6 +272,9 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
         lock(&self.queue).take();
         lock(&self.shared.rewriter).take();
         for thread in lock(&self.threads).drain(..) {
@@ -302,6 +315,8 @@ pub struct VerifyReport {
     pub records: u64,
     pub erased: u64,
     pub tables: std::collections::BTreeMap<String, u64>,
+    /// Records sealed under each data-key term (others use subject or master keys).
+    pub terms: std::collections::BTreeMap<u32, u64>,
     pub failures: Vec<String>,
 }
 
@@ -319,7 +334,10 @@ impl Store {
                 path: options.db_dir.clone(),
             });
         }
-        for dir in [options.db_dir.parent(), options.erasure_ledger.parent()].into_iter().flatten() {
+        for dir in [options.db_dir.parent(), options.erasure_ledger.parent()]
+            .into_iter()
+            .flatten()
+        {
             files::create_private_dir(dir, 0o700).map_err(|source| StoreError::Io {
                 path: dir.to_owned(),
                 source,
@@ -332,7 +350,7 @@ impl Store {
             master_key_file: None,
             reused_key_file: false,
         };
-        let mut kdf_record = None;
+        let mut kdf = None;
         let master = match source {
             MasterKeySource::File(path) => {
                 report.master_key_file = Some(path.clone());
@@ -354,9 +372,14 @@ impl Store {
             MasterKeySource::Credential(path) => MasterKey::read_file(path, false)?,
             MasterKeySource::Passphrase(passphrase) => {
                 let mut salt = [0u8; 16];
-                random.fill(&mut salt).map_err(|_| StoreError::Crypto("random source failed"))?;
+                random
+                    .fill(&mut salt)
+                    .map_err(|_| StoreError::Crypto("random source failed"))?;
                 let params = KdfParams::default();
-                kdf_record = Some(KdfRecord { salt: data_encoding::HEXLOWER.encode(&salt), params });
+                kdf = Some(KdfRecord {
+                    salt: data_encoding::HEXLOWER.encode(&salt),
+                    params,
+                });
                 MasterKey::from_passphrase(passphrase, &salt, params)?
             }
         };
@@ -370,13 +393,11 @@ impl Store {
             batch.insert(KEYRING.store_key(&record.key), record.sealed);
         }
         data.apply_batch(batch)?;
-        if let Some(kdf) = &kdf_record {
-            meta.insert(META_KDF, serde_json::to_vec(kdf).map_err(|e| StoreError::Decode(e.to_string()))?)?;
-        }
         meta.insert(META_CREATED, clock.now().to_string().as_bytes())?;
         meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
         SubjectKeys::create(&options.keystore, &options.erasure_ledger)?;
         db.flush()?;
+        KeyCheck::create(&master, kdf, random)?.write(&keycheck_path(&options.db_dir))?;
         Ok(report)
     }
 
@@ -393,6 +414,9 @@ impl Store {
                 path: options.db_dir.clone(),
             });
         }
+        // The key is checked before sled opens anything, so a wrong key changes no byte.
+        let master =
+            KeyCheck::read(&keycheck_path(&options.db_dir))?.verify(source, &options.db_dir)?;
         let db = open_sled(&options.db_dir, options.cache_mib)?;
         let meta = db.open_tree("meta")?;
         let version = schema_version(&meta, &options.db_dir)?;
@@ -403,7 +427,6 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        let master = master_key(source, &meta)?;
         let data = db.open_tree("data")?;
         let raw = data
             .scan_prefix(KEYRING.prefix())
@@ -414,7 +437,13 @@ impl Store {
         let (db, data) = if version < SCHEMA_VERSION {
             drop((meta, data));
             drop(db);
-            migrate::upgrade(&options.db_dir, version, SCHEMA_VERSION, migrate::MIGRATIONS, options.cache_mib)?;
+            migrate::upgrade(
+                &options.db_dir,
+                version,
+                SCHEMA_VERSION,
+                migrate::MIGRATIONS,
+                options.cache_mib,
+            )?;
             let db = open_sled(&options.db_dir, options.cache_mib)?;
             let data = db.open_tree("data")?;
             (db, data)
@@ -422,7 +451,12 @@ impl Store {
             (db, data)
         };
 
-        let subjects = SubjectKeys::open(&options.keystore, &options.erasure_ledger, keyring.master(), random.as_ref())?;
+        let subjects = SubjectKeys::open(
+            &options.keystore,
+            &options.erasure_ledger,
+            keyring.master(),
+            random.as_ref(),
+        )?;
         let shared = Arc::new(Shared {
             db,
             data,
@@ -433,6 +467,7 @@ impl Store {
             group_window: options.group_commit_window,
             max_encryptions_per_term: options.max_encryptions_per_term,
             rewriter: Mutex::new(None),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
 
         let (queue_tx, queue_rx) = mpsc::channel();
@@ -440,7 +475,10 @@ impl Store {
         let committer = std::thread::Builder::new()
             .name("store-committer".into())
             .spawn(move || commit::run(&committer_shared, &queue_rx))
-            .map_err(|source| StoreError::Io { path: options.db_dir.clone(), source })?;
+            .map_err(|source| StoreError::Io {
+                path: options.db_dir.clone(),
+                source,
+            })?;
 
         let (wake_tx, wake_rx) = mpsc::channel();
         *lock(&shared.rewriter) = Some(wake_tx.clone());
@@ -451,8 +489,13 @@ impl Store {
                 threads: Mutex::new(vec![committer]),
             }),
         };
-        let rewriter = rewrite::spawn(Arc::clone(&shared), queue_tx, wake_rx)
-            .map_err(|source| StoreError::Io { path: options.db_dir.clone(), source })?;
+        let rewriter =
+            rewrite::spawn(Arc::clone(&shared), queue_tx, wake_rx).map_err(|source| {
+                StoreError::Io {
+                    path: options.db_dir.clone(),
+                    source,
+                }
+            })?;
         lock(&store.inner.threads).push(rewriter);
         if rewrite_cursor.is_some() {
             let _ = wake_tx.send(());
@@ -492,16 +535,23 @@ impl Store {
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         let store_key = table.store_key(key);
         match self.shared().data.get(&store_key)? {
-            Some(raw) => Ok(Some(Zeroizing::new(self.shared().open_raw(&store_key, &raw)?))),
+            Some(raw) => Ok(Some(Zeroizing::new(
+                self.shared().open_raw(&store_key, &raw)?,
+            ))),
             None => Ok(None),
         }
     }
 
     /// Reads a JSON value.
-    pub fn get_json<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> Result<Option<T>, StoreError> {
+    pub fn get_json<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
         self.get(table, key)?
             .map(|bytes| {
-                serde_json::from_slice(&bytes).map_err(|err| StoreError::Decode(format!("{}: {err}", table.name())))
+                serde_json::from_slice(&bytes)
+                    .map_err(|err| StoreError::Decode(format!("{}: {err}", table.name())))
             })
             .transpose()
     }
@@ -518,11 +568,14 @@ impl Store {
         prefix: &[u8],
     ) -> impl Iterator<Item = Result<(Vec<u8>, Zeroizing<Vec<u8>>), StoreError>> + '_ {
         let table_len = table.prefix().len();
-        self.shared().data.scan_prefix(table.store_key(prefix)).map(move |entry| {
-            let (store_key, raw) = entry?;
-            let plain = self.shared().open_raw(&store_key, &raw)?;
-            Ok((store_key[table_len..].to_vec(), Zeroizing::new(plain)))
-        })
+        self.shared()
+            .data
+            .scan_prefix(table.store_key(prefix))
+            .map(move |entry| {
+                let (store_key, raw) = entry?;
+                let plain = self.shared().open_raw(&store_key, &raw)?;
+                Ok((store_key[table_len..].to_vec(), Zeroizing::new(plain)))
+            })
     }
 
     /// Number of records in `table`.
@@ -534,7 +587,9 @@ impl Store {
     /// The blind index of a normalised value for one purpose ("email", "phone", "card").
     #[must_use]
     pub fn blind_index(&self, purpose: &str, normalised: &str) -> [u8; 16] {
-        self.shared().keyring.blind_index(purpose, normalised.as_bytes())
+        self.shared()
+            .keyring
+            .blind_index(purpose, normalised.as_bytes())
     }
 
     /// Destroys a subject's key: every record sealed under it becomes unreadable, in this
@@ -542,7 +597,12 @@ impl Store {
     pub fn erase_subject(&self, subject: Id) -> Result<(), StoreError> {
         let shared = self.shared();
         let now = shared.clock.now();
-        shared.subjects_mut().erase(subject, now, shared.keyring.master(), shared.random.as_ref())
+        shared.subjects_mut().erase(
+            subject,
+            now,
+            shared.keyring.master(),
+            shared.random.as_ref(),
+        )
     }
 
     /// Adds a data-key term and makes it current; older records are rewritten in the
@@ -568,7 +628,10 @@ impl Store {
             current_term: shared.keyring.current_term(),
             terms: shared.keyring.terms(),
             encryptions_under_current_term: shared.keyring.used(),
-            rewrite_pending: shared.data.contains_key(KEYRING.store_key(keyring::REWRITE_KEY)).unwrap_or(false),
+            rewrite_pending: shared
+                .data
+                .contains_key(KEYRING.store_key(keyring::REWRITE_KEY))
+                .unwrap_or(false),
             subjects: shared.subjects().len(),
         }
     }
@@ -582,13 +645,24 @@ impl Store {
             let (store_key, raw) = match entry {
                 Ok(pair) => pair,
                 Err(err) => {
-                    report.failures.push(format!("storage error while scanning: {err}"));
+                    report
+                        .failures
+                        .push(format!("storage error while scanning: {err}"));
                     break;
                 }
             };
             report.records += 1;
-            let table = split_store_key(&store_key).map_or("?", |(t, _)| t).to_owned();
+            let table = split_store_key(&store_key)
+                .map_or("?", |(t, _)| t)
+                .to_owned();
             *report.tables.entry(table).or_default() += 1;
+            if let Ok(seal::Header {
+                key: KeyRef::Term(term),
+                ..
+            }) = seal::header(&raw)
+            {
+                *report.terms.entry(term).or_default() += 1;
+            }
             match self.shared().open_raw(&store_key, &raw) {
                 Ok(_) => {}
                 Err(StoreError::Erased) => report.erased += 1,
@@ -626,36 +700,118 @@ impl Store {
     }
 }
 
-/// Salt and cost of a passphrase-derived master key, kept in `meta`.
-#[derive(Debug, Serialize, serde::Deserialize)]
+/// Salt and cost of a passphrase-derived master key.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 struct KdfRecord {
     salt: String,
     params: KdfParams,
 }
 
-fn master_key(source: &MasterKeySource, meta: &sled::Tree) -> Result<MasterKey, StoreError> {
-    match source {
-        MasterKeySource::File(path) => MasterKey::read_file(path, true),
-        MasterKeySource::Credential(path) => MasterKey::read_file(path, false),
-        MasterKeySource::Passphrase(passphrase) => {
-            let record = meta.get(META_KDF)?.ok_or_else(|| StoreError::KeyFile {
-                path: PathBuf::from("keys.passphrase_file"),
-                problem: "was given, but this store was created with a key file; \
-                          remove keys.passphrase_file from the configuration"
-                    .into(),
-            })?;
-            let record: KdfRecord =
-                serde_json::from_slice(&record).map_err(|err| StoreError::Decode(format!("meta kdf: {err}")))?;
-            let salt = data_encoding::HEXLOWER
-                .decode(record.salt.as_bytes())
-                .map_err(|err| StoreError::Decode(format!("meta kdf salt: {err}")))?;
-            MasterKey::from_passphrase(passphrase, &salt, record.params)
+/// The key-check file beside the database (`db.keycheck`): the KDF salt for passphrase stores
+/// and a value sealed under the master key. Read before sled is opened, so a wrong key or
+/// passphrase is refused without touching the database.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct KeyCheck {
+    format: u32,
+    kdf: Option<KdfRecord>,
+    check: String,
+}
+
+const KEYCHECK_AAD: &[u8] = b"clientele/keycheck";
+const KEYCHECK_TEXT: &[u8] = b"clientele master key check v1";
+
+fn keycheck_path(db_dir: &Path) -> PathBuf {
+    let mut name = db_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".keycheck");
+    db_dir.with_file_name(name)
+}
+
+impl KeyCheck {
+    fn create(
+        master: &MasterKey,
+        kdf: Option<KdfRecord>,
+        random: &dyn Random,
+    ) -> Result<Self, StoreError> {
+        let key = seal::SealKey::new(master.bytes())?;
+        let sealed = seal::seal(&key, KeyRef::Master, KEYCHECK_AAD, KEYCHECK_TEXT, random)?;
+        Ok(Self {
+            format: 1,
+            kdf,
+            check: data_encoding::HEXLOWER.encode(&sealed),
+        })
+    }
+
+    fn write(&self, path: &Path) -> Result<(), StoreError> {
+        let bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| StoreError::Decode(e.to_string()))?;
+        files::write_atomic(path, &bytes, 0o600).map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    fn read(path: &Path) -> Result<Self, StoreError> {
+        let bytes = std::fs::read(path).map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|err| StoreError::Integrity {
+            table: "key check file".into(),
+            key: path.display().to_string(),
+            reason: format!("unreadable ({err}); restore it from a backup of the data folder"),
+        })
+    }
+
+    /// Derives the master key from `source` and proves it is the store's key.
+    fn verify(&self, source: &MasterKeySource, db_dir: &Path) -> Result<MasterKey, StoreError> {
+        let master = match (source, &self.kdf) {
+            (MasterKeySource::File(path), None) => MasterKey::read_file(path, true)?,
+            (MasterKeySource::Credential(path), None) => MasterKey::read_file(path, false)?,
+            (MasterKeySource::Passphrase(passphrase), Some(kdf)) => {
+                let salt = data_encoding::HEXLOWER
+                    .decode(kdf.salt.as_bytes())
+                    .map_err(|err| StoreError::Decode(format!("key check salt: {err}")))?;
+                MasterKey::from_passphrase(passphrase, &salt, kdf.params)?
+            }
+            (MasterKeySource::Passphrase(_), None) => {
+                return Err(StoreError::KeyFile {
+                    path: db_dir.to_owned(),
+                    problem: "was created with a key file, but a passphrase was given; \
+                              remove keys.passphrase_file or --passphrase-* and use the key file"
+                        .into(),
+                });
+            }
+            (MasterKeySource::File(path) | MasterKeySource::Credential(path), Some(_)) => {
+                return Err(StoreError::KeyFile {
+                    path: path.clone(),
+                    problem: "is not used: this store was created with a passphrase; \
+                              set keys.passphrase_file or use --passphrase-file / --passphrase-stdin"
+                        .into(),
+                });
+            }
+        };
+        let sealed = data_encoding::HEXLOWER
+            .decode(self.check.as_bytes())
+            .map_err(|err| StoreError::Decode(format!("key check value: {err}")))?;
+        let key = seal::SealKey::new(master.bytes())?;
+        let opened = seal::header(&sealed)
+            .ok()
+            .and_then(|header| seal::open(&key, header, KEYCHECK_AAD, &sealed).ok());
+        if opened.as_deref() != Some(KEYCHECK_TEXT) {
+            return Err(StoreError::WrongKey {
+                path: db_dir.to_owned(),
+            });
         }
+        Ok(master)
     }
 }
 
 fn schema_version(meta: &sled::Tree, path: &Path) -> Result<u32, StoreError> {
-    let raw = meta.get(META_SCHEMA)?.ok_or_else(|| StoreError::NotInitialised { path: path.to_owned() })?;
+    let raw = meta
+        .get(META_SCHEMA)?
+        .ok_or_else(|| StoreError::NotInitialised {
+            path: path.to_owned(),
+        })?;
     let bytes: [u8; 4] = raw
         .as_ref()
         .try_into()
@@ -671,13 +827,20 @@ pub(crate) fn open_sled(path: &Path, cache_mib: u64) -> Result<sled::Db, StoreEr
         .flush_every_ms(None)
         .open()
         .map_err(|err| match err {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                StoreError::InUse { path: path.to_owned() }
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                StoreError::InUse {
+                    path: path.to_owned(),
+                }
             }
             other => StoreError::Sled(other),
         })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -21,7 +21,11 @@ use super::{Shared, StoreError};
 /// Records re-sealed per change set.
 const BATCH: usize = 512;
 
-pub(super) fn spawn(shared: Arc<Shared>, queue: Sender<Job>, wake: Receiver<()>) -> std::io::Result<JoinHandle<()>> {
+pub(super) fn spawn(
+    shared: Arc<Shared>,
+    queue: Sender<Job>,
+    wake: Receiver<()>,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("store-rewriter".into()).spawn(move || {
         while wake.recv().is_ok() {
             while wake.try_recv().is_ok() {}
@@ -40,18 +44,30 @@ fn rewrite_all(shared: &Shared, queue: &Sender<Job>) -> Result<u64, StoreError> 
     let Some(raw_cursor) = shared.data.get(&cursor_key)? else {
         return Ok(0);
     };
-    let mut cursor = shared.open_raw(&cursor_key, &raw_cursor)?;
+    let saved = shared.open_raw(&cursor_key, &raw_cursor)?;
+    let (mut term, mut cursor) = match saved.split_first_chunk::<4>() {
+        Some((term, position)) => (u32::from_be_bytes(*term), position.to_vec()),
+        None => (0, Vec::new()),
+    };
     let keyring_prefix = KEYRING.store_key(b"");
     let mut total = 0u64;
 
     loop {
+        if shared.closing.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        // A rotation since the cursor was written restarts the walk for the new term.
         let current = shared.keyring.current_term();
+        if current != term {
+            term = current;
+            cursor.clear();
+        }
         let mut set = ChangeSet::new();
         let mut last = None;
         let mut scanned = 0;
         for entry in shared.data.range(cursor.clone()..) {
             let (store_key, raw) = entry?;
-            if store_key.as_ref() == cursor.as_slice() {
+            if !cursor.is_empty() && store_key.as_ref() == cursor.as_slice() {
                 continue;
             }
             scanned += 1;
@@ -60,10 +76,13 @@ fn rewrite_all(shared: &Shared, queue: &Sender<Job>) -> Result<u64, StoreError> 
                 continue;
             }
             if let Ok(header) = seal::header(&raw)
-                && let KeyRef::Term(term) = header.key
-                && term != current
+                && let KeyRef::Term(old) = header.key
+                && old != term
             {
-                set.push(Change::Reseal { store_key: store_key.to_vec(), raw: raw.to_vec() });
+                set.push(Change::Reseal {
+                    store_key: store_key.to_vec(),
+                    raw: raw.to_vec(),
+                });
             }
             if set.len() >= BATCH || scanned >= BATCH * 8 {
                 break;
@@ -71,14 +90,22 @@ fn rewrite_all(shared: &Shared, queue: &Sender<Job>) -> Result<u64, StoreError> 
         }
 
         let Some(next) = last else {
+            if shared.keyring.current_term() != term {
+                continue;
+            }
             let mut done = ChangeSet::new();
-            done.delete(KEYRING, keyring::REWRITE_KEY.to_vec());
+            done.push(Change::FinishRewrite { term });
             commit(queue, done)?;
+            if shared.keyring.current_term() != term {
+                continue;
+            }
             return Ok(total);
         };
         total += set.len() as u64;
-        let record = shared.keyring.seal_master(keyring::REWRITE_KEY, &next, shared.random.as_ref())?;
-        set.push(Change::KeyringRecord { key: record.key, sealed: record.sealed });
+        set.push(Change::RewriteCursor {
+            term,
+            position: next.clone(),
+        });
         commit(queue, set)?;
         cursor = next;
     }
@@ -86,6 +113,8 @@ fn rewrite_all(shared: &Shared, queue: &Sender<Job>) -> Result<u64, StoreError> 
 
 fn commit(queue: &Sender<Job>, set: ChangeSet) -> Result<(), StoreError> {
     let (reply, answer) = oneshot::channel();
-    queue.send(Job::Commit { set, reply }).map_err(|_| StoreError::Closed)?;
+    queue
+        .send(Job::Commit { set, reply })
+        .map_err(|_| StoreError::Closed)?;
     answer.blocking_recv().map_err(|_| StoreError::Closed)?
 }

@@ -66,8 +66,8 @@ impl std::fmt::Debug for SealKey {
 
 impl SealKey {
     pub fn new(bytes: &[u8; 32]) -> Result<Self, StoreError> {
-        let unbound =
-            UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| StoreError::Crypto("bad key length"))?;
+        let unbound = UnboundKey::new(&AES_256_GCM, bytes)
+            .map_err(|_| StoreError::Crypto("bad key length"))?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
         })
@@ -136,13 +136,19 @@ pub fn seal(
     let header_len = out.len();
 
     let mut nonce = [0u8; NONCE_LEN];
-    random.fill(&mut nonce).map_err(|_| StoreError::Crypto("random source failed"))?;
+    random
+        .fill(&mut nonce)
+        .map_err(|_| StoreError::Crypto("random source failed"))?;
     out.extend_from_slice(&nonce);
 
     let aad = associated_data(&out[..header_len], store_key);
     let mut body = plaintext.to_vec();
     key.key
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut body,
+        )
         .map_err(|_| StoreError::Crypto("seal failed"))?;
     out.extend_from_slice(&body);
     Ok(out)
@@ -160,7 +166,11 @@ pub fn open(key: &SealKey, header: Header, store_key: &[u8], sealed: &[u8]) -> R
     let aad = associated_data(head, store_key);
     let plain = key
         .key
-        .open_in_place(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(aad), &mut body)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce_bytes),
+            Aad::from(aad),
+            &mut body,
+        )
         .map_err(|_| ())?;
     let len = plain.len();
     body.truncate(len);

@@ -65,11 +65,13 @@ impl SubjectKeys {
         File::open(path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(|e| io_error(path, e))?;
-        let body = bytes.strip_prefix(MAGIC).ok_or_else(|| StoreError::Integrity {
-            table: "subject keystore".into(),
-            key: path.display().to_string(),
-            reason: "not a Clientele subject keystore".into(),
-        })?;
+        let body = bytes
+            .strip_prefix(MAGIC)
+            .ok_or_else(|| StoreError::Integrity {
+                table: "subject keystore".into(),
+                key: path.display().to_string(),
+                reason: "not a Clientele subject keystore".into(),
+            })?;
 
         let whole = body.len() / RECORD_LEN * RECORD_LEN;
         let torn = whole != body.len();
@@ -77,7 +79,11 @@ impl SubjectKeys {
         let mut dropped = false;
         for record in body[..whole].chunks_exact(RECORD_LEN) {
             let (id_bytes, sealed) = record.split_at(16);
-            let id = Id::from_bytes(id_bytes.try_into().map_err(|_| StoreError::Crypto("id length"))?);
+            let id = Id::from_bytes(
+                id_bytes
+                    .try_into()
+                    .map_err(|_| StoreError::Crypto("id length"))?,
+            );
             if erased.contains(&id) {
                 dropped = true;
                 continue;
@@ -128,7 +134,12 @@ impl SubjectKeys {
 
     /// Appends new subject keys and syncs the file, before anything sealed under them is
     /// written.
-    pub fn append(&mut self, new: Vec<(Id, Zeroizing<[u8; 32]>)>, master: &SealKey, random: &dyn Random) -> Result<(), StoreError> {
+    pub fn append(
+        &mut self,
+        new: Vec<(Id, Zeroizing<[u8; 32]>)>,
+        master: &SealKey,
+        random: &dyn Random,
+    ) -> Result<(), StoreError> {
         if new.is_empty() {
             return Ok(());
         }
@@ -138,7 +149,13 @@ impl SubjectKeys {
                 return Err(StoreError::Erased);
             }
             out.extend_from_slice(&id.to_bytes());
-            out.extend_from_slice(&seal::seal(master, KeyRef::Master, &aad_key(*id), key.as_ref(), random)?);
+            out.extend_from_slice(&seal::seal(
+                master,
+                KeyRef::Master,
+                &aad_key(*id),
+                key.as_ref(),
+                random,
+            )?);
         }
         let mut file = OpenOptions::new()
             .append(true)
@@ -155,7 +172,13 @@ impl SubjectKeys {
 
     /// Destroys a subject's key: records the erasure in the ledger (synced), then rewrites
     /// the keystore without it. Every record sealed under that key is unreadable from then on.
-    pub fn erase(&mut self, id: Id, at: jiff::Timestamp, master: &SealKey, random: &dyn Random) -> Result<(), StoreError> {
+    pub fn erase(
+        &mut self,
+        id: Id,
+        at: jiff::Timestamp,
+        master: &SealKey,
+        random: &dyn Random,
+    ) -> Result<(), StoreError> {
         let mut ledger = OpenOptions::new()
             .append(true)
             .create(true)
@@ -163,7 +186,9 @@ impl SubjectKeys {
             .open(&self.ledger_path)
             .map_err(|e| io_error(&self.ledger_path, e))?;
         writeln!(ledger, "erased {id} {at}").map_err(|e| io_error(&self.ledger_path, e))?;
-        ledger.sync_data().map_err(|e| io_error(&self.ledger_path, e))?;
+        ledger
+            .sync_data()
+            .map_err(|e| io_error(&self.ledger_path, e))?;
         self.erased.insert(id);
         self.keys.remove(&id);
         self.rewrite(master, random)
@@ -174,7 +199,13 @@ impl SubjectKeys {
         out.extend_from_slice(MAGIC);
         for (id, key) in &self.keys {
             out.extend_from_slice(&id.to_bytes());
-            out.extend_from_slice(&seal::seal(master, KeyRef::Master, &aad_key(*id), key.as_ref(), random)?);
+            out.extend_from_slice(&seal::seal(
+                master,
+                KeyRef::Master,
+                &aad_key(*id),
+                key.as_ref(),
+                random,
+            )?);
         }
         files::write_atomic(&self.path, &out, 0o600).map_err(|e| io_error(&self.path, e))
     }

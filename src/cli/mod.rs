@@ -1,0 +1,263 @@
+//! The command line: `init`, `serve`, `doctor`, `keys`, `bench`.
+//!
+//! Every command works without a terminal (for install scripts and cron): secrets come from
+//! files or standard input, never from arguments, and the exit code says whether it worked.
+
+mod bench;
+mod doctor;
+mod keys;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::app::{self, Deps};
+use crate::config::Config;
+use crate::store::{MasterKeySource, Store, StoreError, StoreOptions, master};
+
+/// Clientele: the on-premise retail CRM appliance.
+#[derive(Debug, Parser)]
+#[command(name = "clientele", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file [default: /etc/clientele/clientele.toml when it exists]
+    #[arg(long, global = true, env = "CLIENTELE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Data folder (database, keys, certificate); overrides `data_dir` in the config
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Read the master-key passphrase from this file (stores created with a passphrase)
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "passphrase_stdin"
+    )]
+    passphrase_file: Option<PathBuf>,
+
+    /// Read the master-key passphrase from standard input
+    #[arg(long, global = true)]
+    passphrase_stdin: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the data folder, master key, keyring and TLS certificate, and say where each went
+    Init,
+    /// Run the appliance: HTTPS web UI and API, and the control socket for local tools
+    Serve(ServeArgs),
+    /// Check configuration, permissions, disk, certificate and keys; say what to fix
+    Doctor(doctor::DoctorArgs),
+    /// Manage data keys
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Measure this machine: prints a table, then one JSON line with the figures
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address and port for HTTPS, overriding `server.listen`
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+
+    /// Development mode: data in ./clientele-data, HTTPS on 127.0.0.1:8443, store created on
+    /// first start
+    #[arg(long)]
+    dev: bool,
+}
+
+/// Entry point of the binary.
+#[must_use]
+pub fn main() -> ExitCode {
+    // Everything Clientele creates is private to the service user unless it says otherwise.
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Any failure of a command, printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Start(#[from] app::StartError),
+    #[error(transparent)]
+    Log(#[from] crate::logging::LogError),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error(transparent)]
+    Tls(#[from] crate::web::tls::TlsError),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let dev = matches!(&cli.command, Command::Serve(ServeArgs { dev: true, .. }));
+    let config = load_config(&cli, dev)?;
+    match cli.command {
+        Command::Init => init(&config, &key_source(&cli, &config)?).map(|()| ExitCode::SUCCESS),
+        Command::Serve(ref args) => serve(&cli, config, args),
+        Command::Doctor(ref args) => Ok(doctor::run(&config, &cli_key_source(&cli), args)),
+        Command::Keys(ref command) => keys::run(&config, &key_source(&cli, &config)?, command),
+        Command::Bench(ref command) => bench::run(command),
+    }
+}
+
+fn load_config(cli: &Cli, dev: bool) -> Result<Config, CliError> {
+    let env = std::env::vars();
+    let mut config = match &cli.config {
+        None if dev => Config::load_dev(env)?,
+        file => Config::load(file.as_deref(), env)?,
+    };
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir.clone_from(dir);
+    }
+    if let Command::Serve(ServeArgs {
+        listen: Some(addr), ..
+    }) = &cli.command
+    {
+        config.server.listen = *addr;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// The passphrase given on the command line, if any.
+fn cli_key_source(cli: &Cli) -> Option<Result<MasterKeySource, CliError>> {
+    if cli.passphrase_stdin {
+        let mut bytes = Zeroizing::new(Vec::new());
+        return Some(
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .map_err(|e| {
+                    CliError::Other(format!(
+                        "cannot read the passphrase from standard input: {e}"
+                    ))
+                })
+                .map(|_| {
+                    MasterKeySource::Passphrase(Zeroizing::new(master::trim_newline(
+                        bytes.to_vec(),
+                    )))
+                }),
+        );
+    }
+    cli.passphrase_file.as_ref().map(|path| {
+        std::fs::read(path)
+            .map_err(|e| {
+                CliError::Other(format!(
+                    "cannot read passphrase file {}: {e}",
+                    path.display()
+                ))
+            })
+            .map(|bytes| MasterKeySource::Passphrase(Zeroizing::new(master::trim_newline(bytes))))
+    })
+}
+
+fn key_source(cli: &Cli, config: &Config) -> Result<MasterKeySource, CliError> {
+    match cli_key_source(cli) {
+        Some(source) => source,
+        None => Ok(MasterKeySource::from_config(config)?),
+    }
+}
+
+fn init(config: &Config, source: &MasterKeySource) -> Result<(), CliError> {
+    let deps = Deps::system();
+    crate::store::files::create_private_dir(&config.data_dir, 0o700).map_err(|source| {
+        StoreError::Io {
+            path: config.data_dir.clone(),
+            source,
+        }
+    })?;
+    let report = Store::init(
+        &StoreOptions::from_config(config),
+        source,
+        deps.clock.as_ref(),
+        deps.random.as_ref(),
+    )?;
+    println!("Created a Clientele store.");
+    println!("  database:          {}", report.db_dir.display());
+    println!("  subject keystore:  {}", report.keystore.display());
+    match (&report.master_key_file, report.reused_key_file) {
+        (Some(path), false) => println!(
+            "  master key:        {} (mode 0400; keep a copy offline: without it the data cannot be read)",
+            path.display()
+        ),
+        (Some(path), true) => println!(
+            "  master key:        {} (existing key file used)",
+            path.display()
+        ),
+        (None, _) => println!(
+            "  master key:        derived from the passphrase (Argon2id; salt kept in the store)"
+        ),
+    }
+    if let Some(files) = crate::web::tls::ensure_self_signed(config, deps.clock.now())? {
+        println!(
+            "  TLS certificate:   {} (self-signed)",
+            files.cert.display()
+        );
+    }
+    println!("Start it with: clientele serve");
+    Ok(())
+}
+
+fn serve(cli: &Cli, config: Config, args: &ServeArgs) -> Result<ExitCode, CliError> {
+    let _log = crate::logging::init(&config, true)?;
+    let source = key_source(cli, &config)?;
+    if args.dev && !config.db_dir().exists() {
+        init(&config, &source)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let app = app::start(config, Deps::system(), source).await?;
+        let addr = app.https_addr;
+        let host = if addr.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        let host = if addr.is_ipv6() && !addr.ip().is_unspecified() {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        println!("Clientele is serving on https://{host}:{}/", addr.port());
+        wait_for_shutdown().await;
+        app.stop().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,151 @@
+//! The local control socket: how command-line tools reach a running server.
+//!
+//! sled lets one process open a database, so `clientele keys rotate` and `clientele doctor`
+//! ask the running server through a Unix socket in the data folder (mode 0600: only the
+//! service user and root can use it). One JSON request per line, one JSON answer per line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::store::{KeyStatus, Store, VerifyReport};
+
+/// A request to the running server.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Rotate,
+    Verify,
+}
+
+/// The server's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Status { version: String, keys: KeyStatus },
+    Rotated { term: u32 },
+    Verified { report: VerifyReport },
+    Error { message: String },
+}
+
+/// The listening side, run by `serve`.
+#[derive(Debug)]
+pub struct ControlServer {
+    path: PathBuf,
+    task: JoinHandle<()>,
+}
+
+impl ControlServer {
+    pub fn start(path: &Path, store: Store) -> std::io::Result<Self> {
+        if path.exists() {
+            // A socket left by a server that died; the store lock proves no other server runs.
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let store = store.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = serve_one(stream, store).await {
+                        warn!(error = %err, "control socket request failed");
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            path: path.to_owned(),
+            task,
+        })
+    }
+
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn serve_one(stream: tokio::net::UnixStream, store: Store) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    tokio::io::BufReader::new(read.take(4096))
+        .read_line(&mut line)
+        .await?;
+    let response = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => answer(request, store).await,
+        Err(err) => Response::Error {
+            message: format!("unreadable request: {err}"),
+        },
+    };
+    let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await
+}
+
+async fn answer(request: Request, store: Store) -> Response {
+    match request {
+        Request::Status => Response::Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            keys: store.key_status(),
+        },
+        Request::Rotate => match store.rotate().await {
+            Ok(term) => Response::Rotated { term },
+            Err(err) => Response::Error {
+                message: err.to_string(),
+            },
+        },
+        Request::Verify => match tokio::task::spawn_blocking(move || store.verify_all()).await {
+            Ok(report) => Response::Verified { report },
+            Err(err) => Response::Error {
+                message: err.to_string(),
+            },
+        },
+    }
+}
+
+use tokio::io::AsyncReadExt as _;
+
+/// Why a control request did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no server is listening on {path}")]
+    NotRunning { path: PathBuf },
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("unreadable answer from the server: {0}")]
+    Answer(String),
+}
+
+/// Sends one request to the running server.
+pub fn request(path: &Path, request: Request, timeout: Duration) -> Result<Response, ControlError> {
+    let io = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut stream = UnixStream::connect(path).map_err(|_| ControlError::NotRunning {
+        path: path.to_owned(),
+    })?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_vec(&request).map_err(|e| ControlError::Answer(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
+    serde_json::from_str(&answer).map_err(|e| ControlError::Answer(e.to_string()))
+}

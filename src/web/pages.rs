@@ -1,0 +1,67 @@
+//! HTML pages. Each page has a view-model struct and a template under `templates/`.
+
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use askama_web::WebTemplate;
+
+use super::AppState;
+use super::error::WebError;
+
+#[derive(Debug, Template, WebTemplate)]
+#[template(path = "home.html")]
+pub struct HomePage {
+    title: &'static str,
+    version: &'static str,
+    key_term: u32,
+    started: String,
+}
+
+pub async fn home(state: web::Data<AppState>) -> Result<HomePage, WebError> {
+    let keys = state.store.key_status();
+    Ok(HomePage {
+        title: "Home",
+        version: env!("CARGO_PKG_VERSION"),
+        key_term: keys.current_term,
+        started: state.started_at.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+    })
+}
+
+/// `GET /healthz`: answers without login, for load balancers and `doctor`.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let store = state.store.clone();
+    let ok = web::block(move || store.contains(crate::store::Table::new("keyring"), b"check"))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false);
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "store": if ok { "open" } else { "unavailable" },
+    });
+    if ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Unknown paths.
+pub async fn not_found() -> Result<HttpResponse, WebError> {
+    Err(WebError::NotFound)
+}
+
+/// Embedded static files, so the binary is the whole product.
+pub async fn asset(path: web::Path<String>) -> Result<HttpResponse, WebError> {
+    let (body, content_type): (&'static [u8], &str) = match path.as_str() {
+        "app.css" => (
+            include_bytes!("../../static/app.css"),
+            "text/css; charset=utf-8",
+        ),
+        _ => return Err(WebError::NotFound),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        .body(body))
+}
