@@ -46,7 +46,7 @@ pub struct ServerConfig {
 }
 
 /// Where the master key comes from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeysConfig {
     /// Folder holding the master key file and the erasure ledger; defaults to `data_dir/keys`.
@@ -115,16 +115,6 @@ impl Default for ServerConfig {
             tls_key: None,
             certificate_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             workers: 0,
-        }
-    }
-}
-
-impl Default for KeysConfig {
-    fn default() -> Self {
-        Self {
-            dir: None,
-            master_key_file: None,
-            passphrase_file: None,
         }
     }
 }

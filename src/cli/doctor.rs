@@ -55,7 +55,7 @@ impl Report {
 
 pub fn run(
     config: &Config,
-    cli_source: &Option<Result<MasterKeySource, CliError>>,
+    cli_source: Option<Result<MasterKeySource, CliError>>,
     args: &DoctorArgs,
 ) -> ExitCode {
     let mut report = Report::default();
@@ -63,7 +63,7 @@ pub fn run(
 
     check_data_dir(&mut report, &config.data_dir);
     let source = match cli_source {
-        Some(Ok(source)) => Some(source.clone()),
+        Some(Ok(source)) => Some(source),
         Some(Err(err)) => {
             report.line(Level::Fail, "master key", err.to_string());
             None

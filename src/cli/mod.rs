@@ -82,7 +82,7 @@ pub fn main() -> ExitCode {
     // Everything Clientele creates is private to the service user unless it says otherwise.
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
-    match run(cli) {
+    match run(&cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
@@ -110,14 +110,14 @@ pub enum CliError {
     Other(String),
 }
 
-fn run(cli: Cli) -> Result<ExitCode, CliError> {
+fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     let dev = matches!(&cli.command, Command::Serve(ServeArgs { dev: true, .. }));
-    let config = load_config(&cli, dev)?;
+    let config = load_config(cli, dev)?;
     match cli.command {
-        Command::Init => init(&config, &key_source(&cli, &config)?).map(|()| ExitCode::SUCCESS),
-        Command::Serve(ref args) => serve(&cli, config, args),
-        Command::Doctor(ref args) => Ok(doctor::run(&config, &cli_key_source(&cli), args)),
-        Command::Keys(ref command) => keys::run(&config, &key_source(&cli, &config)?, command),
+        Command::Init => init(&config, &key_source(cli, &config)?).map(|()| ExitCode::SUCCESS),
+        Command::Serve(ref args) => serve(cli, config, args),
+        Command::Doctor(ref args) => Ok(doctor::run(&config, cli_key_source(cli), args)),
+        Command::Keys(ref command) => keys::run(&config, &key_source(cli, &config)?, command),
         Command::Bench(ref command) => bench::run(command),
     }
 }

@@ -282,35 +282,22 @@ fn write_batch(
     Ok(())
 }
 
-type Staged = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+/// One staged write: store key and sealed value, or `None` for a removal.
+type StagedOp = (Vec<u8>, Option<Vec<u8>>);
+type Staged = Vec<StagedOp>;
+
+/// Pending presence of keys staged earlier in the group (true: written, false: deleted).
+type Overlay = HashMap<Vec<u8>, bool>;
 
 /// Checks a set's expectations and seals its values, without touching the store.
 fn stage(
     shared: &Shared,
     set: ChangeSet,
-    overlay: &mut HashMap<Vec<u8>, bool>,
+    overlay: &mut Overlay,
     new_subjects: &mut Vec<(Id, Zeroizing<[u8; 32]>)>,
 ) -> Result<Staged, StoreError> {
-    let mut ops: Staged = Vec::with_capacity(set.changes.len());
-    let mut local: HashMap<Vec<u8>, bool> = HashMap::new();
-    let exists = |key: &[u8], local: &HashMap<Vec<u8>, bool>| -> Result<bool, StoreError> {
-        if let Some(present) = local.get(key).or_else(|| overlay.get(key)) {
-            return Ok(*present);
-        }
-        Ok(shared.data.contains_key(key)?)
-    };
-    let check = |table: Table, expect: Expect, present: bool| match (expect, present) {
-        (Expect::Absent, true) => Err(StoreError::Conflict {
-            table: table.name().into(),
-            expectation: "the record already exists",
-        }),
-        (Expect::Present, false) => Err(StoreError::Conflict {
-            table: table.name().into(),
-            expectation: "the record does not exist",
-        }),
-        _ => Ok(()),
-    };
-
+    let mut ops: Staged = Vec::with_capacity(set.changes.len() + 1);
+    let mut local = Overlay::new();
     let seals = set
         .changes
         .iter()
@@ -329,7 +316,7 @@ fn stage(
     }
 
     for change in set.changes {
-        match change {
+        let staged = match change {
             Change::Put {
                 table,
                 key,
@@ -338,7 +325,7 @@ fn stage(
                 expect,
             } => {
                 let store_key = table.store_key(&key);
-                check(table, expect, exists(&store_key, &local)?)?;
+                check(shared, table, expect, &store_key, &local, overlay)?;
                 let sealed = match sealing {
                     Sealing::DataKey => {
                         shared
@@ -356,50 +343,82 @@ fn stage(
                         )?
                     }
                 };
-                local.insert(store_key.clone(), true);
-                ops.push((store_key, Some(sealed)));
+                Some((store_key, Some(sealed)))
             }
             Change::Delete { table, key, expect } => {
                 let store_key = table.store_key(&key);
-                check(table, expect, exists(&store_key, &local)?)?;
-                local.insert(store_key.clone(), false);
-                ops.push((store_key, None));
+                check(shared, table, expect, &store_key, &local, overlay)?;
+                Some((store_key, None))
             }
-            Change::Reseal { store_key, raw } => {
-                let current = shared.data.get(&store_key)?;
-                if overlay.contains_key(&store_key) || current.as_deref() != Some(raw.as_slice()) {
-                    // Written since the rewriter read it; the newer value is already current.
-                    continue;
-                }
-                let plain = shared.open_raw(&store_key, &raw)?;
-                let sealed =
-                    shared
-                        .keyring
-                        .seal_current(&store_key, &plain, shared.random.as_ref())?;
-                local.insert(store_key.clone(), true);
-                ops.push((store_key, Some(sealed)));
+            Change::Reseal { store_key, raw } => reseal(shared, store_key, &raw, overlay)?,
+            Change::RewriteCursor { term, position } if shared.keyring.current_term() == term => {
+                let mut value = term.to_be_bytes().to_vec();
+                value.extend_from_slice(&position);
+                let record = shared.keyring.seal_master(
+                    keyring::REWRITE_KEY,
+                    &value,
+                    shared.random.as_ref(),
+                )?;
+                Some((KEYRING.store_key(&record.key), Some(record.sealed)))
             }
-            Change::RewriteCursor { term, position } => {
-                if shared.keyring.current_term() == term {
-                    let mut value = term.to_be_bytes().to_vec();
-                    value.extend_from_slice(&position);
-                    let record = shared.keyring.seal_master(
-                        keyring::REWRITE_KEY,
-                        &value,
-                        shared.random.as_ref(),
-                    )?;
-                    ops.push((KEYRING.store_key(&record.key), Some(record.sealed)));
-                }
+            Change::FinishRewrite { term } if shared.keyring.current_term() == term => {
+                Some((KEYRING.store_key(keyring::REWRITE_KEY), None))
             }
-            Change::FinishRewrite { term } => {
-                if shared.keyring.current_term() == term {
-                    ops.push((KEYRING.store_key(keyring::REWRITE_KEY), None));
-                }
-            }
+            // A rotation since the rewriter read its cursor: the rotation's reset stands.
+            Change::RewriteCursor { .. } | Change::FinishRewrite { .. } => None,
+        };
+        if let Some((store_key, value)) = staged {
+            local.insert(store_key.clone(), value.is_some());
+            ops.push((store_key, value));
         }
     }
     overlay.extend(local);
     Ok(ops)
+}
+
+/// Refuses a change whose expectation about the record's presence does not hold.
+fn check(
+    shared: &Shared,
+    table: Table,
+    expect: Expect,
+    store_key: &[u8],
+    local: &Overlay,
+    overlay: &Overlay,
+) -> Result<(), StoreError> {
+    if expect == Expect::Anything {
+        return Ok(());
+    }
+    let present = match local.get(store_key).or_else(|| overlay.get(store_key)) {
+        Some(present) => *present,
+        None => shared.data.contains_key(store_key)?,
+    };
+    let expectation = match (expect, present) {
+        (Expect::Absent, true) => "the record already exists",
+        (Expect::Present, false) => "the record does not exist",
+        _ => return Ok(()),
+    };
+    Err(StoreError::Conflict {
+        table: table.name().into(),
+        expectation,
+    })
+}
+
+/// Re-seals a record under the current term, unless it changed since the rewriter read it (the
+/// newer value is already current).
+fn reseal(
+    shared: &Shared,
+    store_key: Vec<u8>,
+    raw: &[u8],
+    overlay: &Overlay,
+) -> Result<Option<StagedOp>, StoreError> {
+    if overlay.contains_key(&store_key) || shared.data.get(&store_key)?.as_deref() != Some(raw) {
+        return Ok(None);
+    }
+    let plain = Zeroizing::new(shared.open_raw(&store_key, raw)?);
+    let sealed = shared
+        .keyring
+        .seal_current(&store_key, &plain, shared.random.as_ref())?;
+    Ok(Some((store_key, Some(sealed))))
 }
 
 fn subject_key(

@@ -124,7 +124,7 @@ impl Keyring {
 
         for (key, sealed) in &records {
             let plain =
-                open_record(&master_key, key, sealed).map_err(|()| StoreError::Integrity {
+                open_record(&master_key, key, sealed).map_err(|_| StoreError::Integrity {
                     table: KEYRING.name().into(),
                     key: String::from_utf8_lossy(key).into_owned(),
                     reason: "keyring record does not open under the master key".into(),
@@ -201,7 +201,7 @@ impl Keyring {
     ) -> Result<Vec<u8>, OpenFailure> {
         let terms = read(&self.terms);
         let key = terms.get(&term).ok_or(OpenFailure::MissingTerm(term))?;
-        seal::open(key, header, store_key, sealed).map_err(|()| OpenFailure::Integrity)
+        seal::open(key, header, store_key, sealed).map_err(|_| OpenFailure::Integrity)
     }
 
     /// When the next `count` encryptions would pass the reservation, returns the new
@@ -234,10 +234,7 @@ impl Keyring {
 
     /// Prepares a new term: the records to write. The term becomes current only through
     /// [`Keyring::install_term`], after the records are durable.
-    pub fn prepare_term(
-        &self,
-        random: &dyn Random,
-    ) -> Result<(u32, Zeroizing<[u8; 32]>, Vec<KeyringRecord>), StoreError> {
+    pub fn prepare_term(&self, random: &dyn Random) -> Result<PreparedTerm, StoreError> {
         let term = read(&self.terms).keys().next_back().copied().unwrap_or(0) + 1;
         let bytes = random_key(random)?;
         let records = vec![
@@ -289,6 +286,9 @@ impl Keyring {
     }
 }
 
+/// A new term: its number, its key, and the keyring records that add it.
+pub type PreparedTerm = (u32, Zeroizing<[u8; 32]>, Vec<KeyringRecord>);
+
 /// Why a record under a data-key term did not open.
 #[derive(Debug, Clone, Copy)]
 pub enum OpenFailure {
@@ -315,10 +315,10 @@ fn seal_record(
     })
 }
 
-fn open_record(master: &SealKey, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, ()> {
-    let header = seal::header(sealed).map_err(|_| ())?;
+fn open_record(master: &SealKey, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, seal::OpenError> {
+    let header = seal::header(sealed).map_err(|_| seal::OpenError)?;
     if header.key != KeyRef::Master {
-        return Err(());
+        return Err(seal::OpenError);
     }
     seal::open(master, header, &keyring_store_key(key), sealed)
 }

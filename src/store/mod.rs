@@ -255,10 +255,10 @@ impl Shared {
             KeyRef::Subject(id) => {
                 let key = self.subjects().get(id)?;
                 seal::open(&key, header, store_key, raw)
-                    .map_err(|()| integrity("authentication failed (altered, moved or damaged)"))
+                    .map_err(|_| integrity("authentication failed (altered, moved or damaged)"))
             }
             KeyRef::Master => seal::open(self.keyring.master(), header, store_key, raw)
-                .map_err(|()| integrity("authentication failed (altered, moved or damaged)")),
+                .map_err(|_| integrity("authentication failed (altered, moved or damaged)")),
         }
     }
 }
@@ -641,7 +641,7 @@ impl Store {
     #[must_use]
     pub fn verify_all(&self) -> VerifyReport {
         let mut report = VerifyReport::default();
-        for entry in self.shared().data.iter() {
+        for entry in &self.shared().data {
             let (store_key, raw) = match entry {
                 Ok(pair) => pair,
                 Err(err) => {
@@ -673,6 +673,7 @@ impl Store {
     }
 
     /// Waits until the background rewrite of older terms has finished (for tools and tests).
+    #[must_use]
     pub fn wait_for_rewrite(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {

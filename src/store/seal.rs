@@ -154,15 +154,27 @@ pub fn seal(
     Ok(out)
 }
 
+/// A sealed value did not open: wrong key, or altered, moved or truncated bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenError;
+
 /// Opens a sealed value found at `store_key`. Any change to the header, nonce, ciphertext, tag
 /// or key gives `Err`.
-pub fn open(key: &SealKey, header: Header, store_key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, ()> {
-    let head = sealed.get(..header.len).ok_or(())?;
+pub fn open(
+    key: &SealKey,
+    header: Header,
+    store_key: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, OpenError> {
+    let head = sealed.get(..header.len).ok_or(OpenError)?;
     let nonce_bytes: [u8; NONCE_LEN] = sealed
         .get(header.len..header.len + NONCE_LEN)
         .and_then(|b| b.try_into().ok())
-        .ok_or(())?;
-    let mut body = sealed.get(header.len + NONCE_LEN..).ok_or(())?.to_vec();
+        .ok_or(OpenError)?;
+    let mut body = sealed
+        .get(header.len + NONCE_LEN..)
+        .ok_or(OpenError)?
+        .to_vec();
     let aad = associated_data(head, store_key);
     let plain = key
         .key
@@ -171,7 +183,7 @@ pub fn open(key: &SealKey, header: Header, store_key: &[u8], sealed: &[u8]) -> R
             Aad::from(aad),
             &mut body,
         )
-        .map_err(|_| ())?;
+        .map_err(|_| OpenError)?;
     let len = plain.len();
     body.truncate(len);
     Ok(body)
@@ -195,8 +207,8 @@ mod tests {
         SealKey::new(&[byte; 32]).unwrap()
     }
 
-    fn open_at(k: &SealKey, store_key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, ()> {
-        let head = header(sealed).map_err(|_| ())?;
+    fn open_at(k: &SealKey, store_key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let head = header(sealed).map_err(|_| OpenError)?;
         open(k, head, store_key, sealed)
     }
 

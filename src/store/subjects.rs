@@ -90,7 +90,7 @@ impl SubjectKeys {
             }
             let header = seal::header(sealed).map_err(|reason| integrity(id, reason))?;
             let plain = seal::open(master, header, &aad_key(id), sealed)
-                .map_err(|()| integrity(id, "does not open under the master key"))?;
+                .map_err(|_| integrity(id, "does not open under the master key"))?;
             let mut key = Zeroizing::new([0u8; 32]);
             if plain.len() != 32 {
                 return Err(integrity(id, "wrong key length"));

@@ -1,4 +1,4 @@
-//! Web errors, mapped once: each kind has an HTTP status and a stable snake_case code. JSON
+//! Web errors, mapped once: each kind has an HTTP status and a stable `snake_case` code. JSON
 //! clients (paths under `/api/` or `Accept: application/json`) get `{"error": {...}}`, browsers
 //! an HTML page. A 500 shows the request id and never the source error's text; the log has the
 //! detail under that id.

@@ -55,7 +55,7 @@ pub async fn request_span(
                 tracing::warn!(
                     status = err.as_response_error().status_code().as_u16(),
                     "request failed"
-                )
+                );
             });
         }
     }
@@ -68,6 +68,7 @@ pub async fn request_span(
 }
 
 /// Headers sent with every response.
+#[must_use]
 pub fn security_headers() -> DefaultHeaders {
     DefaultHeaders::new()
         .add((

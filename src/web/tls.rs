@@ -89,13 +89,10 @@ pub fn ensure_self_signed(
         .map_err(|e| TlsError::Generate(e.to_string()))?;
     let start = now.to_zoned(jiff::tz::TimeZone::UTC).date();
     let end = start.saturating_add(SELF_SIGNED_DAYS.days());
-    params.not_before = rcgen::date_time_ymd(
-        i32::from(start.year()),
-        start.month() as u8,
-        start.day() as u8,
-    );
-    params.not_after =
-        rcgen::date_time_ymd(i32::from(end.year()), end.month() as u8, end.day() as u8);
+    let (year, month, day) = ymd(start);
+    params.not_before = rcgen::date_time_ymd(year, month, day);
+    let (year, month, day) = ymd(end);
+    params.not_after = rcgen::date_time_ymd(year, month, day);
     params.distinguished_name.push(
         rcgen::DnType::CommonName,
         "Clientele appliance (self-signed)",
@@ -145,6 +142,16 @@ pub fn server_config(files: &CertificateFiles) -> Result<rustls::ServerConfig, T
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// Year, month and day as rcgen takes them.
+fn ymd(date: jiff::civil::Date) -> (i32, u8, u8) {
+    let small = |n: i8| u8::try_from(n).unwrap_or(1);
+    (
+        i32::from(date.year()),
+        small(date.month()),
+        small(date.day()),
+    )
 }
 
 fn read_error(what: &'static str, path: &Path, err: &dyn std::fmt::Display) -> TlsError {

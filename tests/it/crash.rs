@@ -2,7 +2,7 @@
 //! or rotates keys and is killed with SIGKILL at varying moments; after each kill the store
 //! must open, hold every acknowledged write, and open every record.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -130,7 +130,6 @@ fn child_durable_writer() {
                         b"same set".to_vec(),
                     );
                     store.commit_blocking(set).unwrap();
-                    use std::io::Write;
                     let mut out = stdout.lock().unwrap();
                     writeln!(out, "acked {writer} {seq}").unwrap();
                     out.flush().unwrap();
@@ -192,6 +191,6 @@ fn child_rotator() {
     let store = open_store(Path::new(&dir));
     store.rotate_blocking().unwrap();
     println!("rotated");
-    store.wait_for_rewrite(Duration::from_secs(120));
+    let _ = store.wait_for_rewrite(Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(120));
 }

@@ -26,8 +26,10 @@ pub fn clientele(data_dir: &Path) -> Command {
 
 /// A configuration on `dir` with an OS-chosen port.
 pub fn config(dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.data_dir = dir.to_owned();
+    let mut config = Config {
+        data_dir: dir.to_owned(),
+        ..Config::default()
+    };
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.workers = 1;
     config.store.cache_mib = 16;
@@ -127,8 +129,9 @@ impl Drop for Server {
 }
 
 /// Spawns `cmd` (a `serve` command) and waits for its "serving on" line.
+#[allow(clippy::zombie_processes)] // the returned `Server` kills and waits for it on drop
 pub fn spawn_server(mut cmd: Command) -> Server {
-    use std::io::{BufRead, BufReader};
+    use std::io::{BufRead, BufReader, Read};
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(Stdio::null());
@@ -139,8 +142,8 @@ pub fn spawn_server(mut cmd: Command) -> Server {
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap() == 0 {
+            let _ = child.wait();
             let mut err = String::new();
-            use std::io::Read;
             child
                 .stderr
                 .take()
@@ -164,7 +167,7 @@ pub fn spawn_server(mut cmd: Command) -> Server {
             // Keep draining stdout so the child never blocks on a full pipe.
             std::thread::spawn(move || {
                 let mut sink = String::new();
-                while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                while reader.read_line(&mut sink).is_ok_and(|n| n > 0) {
                     sink.clear();
                 }
             });
