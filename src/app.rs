@@ -9,6 +9,11 @@ use actix_web::dev::ServerHandle;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::auth::accounts::Accounts;
+use crate::auth::password::{HashCost, HashLimiter, PasswordHasher};
+use crate::auth::sessions::Sessions;
+use crate::auth::throttle::Throttle;
+use crate::auth::tokens::Tokens;
 use crate::clock::{Clock, Random, SystemClock, SystemRandom};
 use crate::config::Config;
 use crate::control;
@@ -66,6 +71,7 @@ impl RunningApp {
             handle.stop(true).await;
         }
         for task in self.tasks {
+            task.abort();
             let _ = task.await;
         }
         if let Some(control) = self.control {
@@ -99,8 +105,38 @@ pub async fn start(
 
     let https = web::bind(config.server.listen, "server.listen")?;
     let https_addr = https.local_addr()?;
+    let hasher = Arc::new(
+        PasswordHasher::new(HashCost::default())
+            .map_err(|e| StartError::Io(std::io::Error::other(e)))?,
+    );
+    let limiter = Arc::new(HashLimiter::new(config.session.max_concurrent_hashes));
+    let accounts = Accounts::new(
+        store.clone(),
+        Arc::clone(&deps.clock),
+        Arc::clone(&deps.random),
+        hasher,
+        limiter,
+    );
+    let sessions = Sessions::new(
+        store.clone(),
+        Arc::clone(&deps.clock),
+        Arc::clone(&deps.random),
+        config.session.idle_timeout,
+        config.session.absolute_timeout,
+    );
+    let tokens = Tokens::new(
+        store.clone(),
+        Arc::clone(&deps.clock),
+        Arc::clone(&deps.random),
+    );
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(write_last_seen(sessions.clone())));
     let state = actix_web::web::Data::new(AppState {
         store: store.clone(),
+        accounts,
+        sessions,
+        throttle: Throttle::default(),
+        tokens,
         clock: Arc::clone(&deps.clock),
         random: Arc::clone(&deps.random),
         config: Arc::clone(&config),
@@ -108,7 +144,6 @@ pub async fn start(
     });
 
     let mut handles = Vec::new();
-    let mut tasks = Vec::new();
     let server = web::https_server(state, https, tls, config.server.workers)?;
     handles.push(server.handle());
     tasks.push(tokio::spawn(server));
@@ -132,4 +167,15 @@ pub async fn start(
         tasks,
         control: Some(control),
     })
+}
+
+/// Writes the sessions' last-seen times every minute, so a page view is not a durable write.
+async fn write_last_seen(sessions: Sessions) -> std::io::Result<()> {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        if let Err(err) = sessions.write_last_seen().await {
+            tracing::warn!(error = %err, "could not write session last-seen times");
+        }
+    }
 }

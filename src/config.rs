@@ -25,6 +25,31 @@ pub struct Config {
     pub keys: KeysConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    pub session: SessionConfig,
+}
+
+/// Sign-in sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// A session unused for this long ends.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// A session ends this long after sign-in, however active.
+    #[serde(deserialize_with = "duration")]
+    pub absolute_timeout: Duration,
+    /// Password hashes (about 25 ms and 19 MiB each) allowed at once; further sign-ins get 429.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            max_concurrent_hashes: 2,
+        }
+    }
 }
 
 /// The HTTPS listener.
@@ -102,6 +127,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             store: StoreConfig::default(),
             log: LogConfig::default(),
+            session: SessionConfig::default(),
         }
     }
 }
@@ -257,6 +283,17 @@ impl Config {
             return invalid(
                 "store.max_encryptions_per_term",
                 "must be between 1 and 4294967296 (2^32)",
+            );
+        }
+        if self.session.max_concurrent_hashes == 0 {
+            return invalid("session.max_concurrent_hashes", "must be at least 1");
+        }
+        if self.session.idle_timeout.is_zero()
+            || self.session.idle_timeout > self.session.absolute_timeout
+        {
+            return invalid(
+                "session.idle_timeout",
+                "must be above zero and at most session.absolute_timeout",
             );
         }
         if self.log.retention_files == 0 {

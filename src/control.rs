@@ -19,22 +19,43 @@ use tracing::warn;
 use crate::store::{KeyStatus, Store, VerifyReport};
 
 /// A request to the running server.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     Status,
     Rotate,
     Verify,
+    /// Creates a staff account (`clientele user add`); without a password a one-time
+    /// password is made and returned.
+    AddUser {
+        login: String,
+        display_name: String,
+        role: crate::domain::account::Role,
+        password: Option<String>,
+    },
 }
 
 /// The server's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
-    Status { version: String, keys: KeyStatus },
-    Rotated { term: u32 },
-    Verified { report: VerifyReport },
-    Error { message: String },
+    Status {
+        version: String,
+        keys: KeyStatus,
+    },
+    Rotated {
+        term: u32,
+    },
+    Verified {
+        report: VerifyReport,
+    },
+    UserAdded {
+        login: String,
+        one_time_password: Option<String>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// The listening side, run by `serve`.
@@ -95,8 +116,28 @@ async fn serve_one(stream: tokio::net::UnixStream, store: Store) -> std::io::Res
     write.write_all(&out).await
 }
 
-async fn answer(request: Request, store: Store) -> Response {
+/// Answers one request against an open store.
+pub async fn answer(request: Request, store: Store) -> Response {
+    if let Some(new) = request.new_user() {
+        let Some(accounts) = accounts_for(store) else {
+            return Response::Error {
+                message: "cannot set up password hashing".into(),
+            };
+        };
+        return match accounts.create(new).await {
+            Ok((user, one_time_password)) => Response::UserAdded {
+                login: user.login,
+                one_time_password,
+            },
+            Err(err) => Response::Error {
+                message: err.to_string(),
+            },
+        };
+    }
     match request {
+        Request::AddUser { .. } => Response::Error {
+            message: "malformed request".into(),
+        },
         Request::Status => Response::Status {
             version: env!("CARGO_PKG_VERSION").into(),
             keys: store.key_status(),
@@ -133,7 +174,11 @@ pub enum ControlError {
 }
 
 /// Sends one request to the running server.
-pub fn request(path: &Path, request: Request, timeout: Duration) -> Result<Response, ControlError> {
+pub fn request(
+    path: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ControlError> {
     let io = |source| ControlError::Io {
         path: path.to_owned(),
         source,
@@ -142,10 +187,25 @@ pub fn request(path: &Path, request: Request, timeout: Duration) -> Result<Respo
         path: path.to_owned(),
     })?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    let mut line = serde_json::to_vec(&request).map_err(|e| ControlError::Answer(e.to_string()))?;
+    let mut line = serde_json::to_vec(request).map_err(|e| ControlError::Answer(e.to_string()))?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer).map_err(io)?;
     serde_json::from_str(&answer).map_err(|e| ControlError::Answer(e.to_string()))
+}
+
+/// The account service for a request that creates a user.
+fn accounts_for(store: Store) -> Option<crate::auth::accounts::Accounts> {
+    use crate::auth::password::{HashCost, HashLimiter, PasswordHasher};
+    use crate::clock::{SystemClock, SystemRandom};
+    use std::sync::Arc;
+    let hasher = PasswordHasher::new(HashCost::default()).ok()?;
+    Some(crate::auth::accounts::Accounts::new(
+        store,
+        Arc::new(SystemClock),
+        Arc::new(SystemRandom::new()),
+        Arc::new(hasher),
+        Arc::new(HashLimiter::new(1)),
+    ))
 }

@@ -259,7 +259,7 @@ fn check_log_dir(report: &mut Report, dir: &Path) {
 
 fn check_store(report: &mut Report, config: &Config, source: &MasterKeySource, deep: bool) {
     let socket = config.control_socket();
-    match control::request(&socket, Request::Status, Duration::from_secs(10)) {
+    match control::request(&socket, &Request::Status, Duration::from_secs(10)) {
         Ok(Response::Status { keys, version }) => {
             report.line(
                 Level::Ok,
@@ -270,7 +270,7 @@ fn check_store(report: &mut Report, config: &Config, source: &MasterKeySource, d
                 ),
             );
             if deep {
-                match control::request(&socket, Request::Verify, Duration::from_secs(24 * 3600)) {
+                match control::request(&socket, &Request::Verify, Duration::from_secs(24 * 3600)) {
                     Ok(Response::Verified { report: verified }) => deep_report(report, &verified),
                     Ok(other) => report.line(
                         Level::Fail,

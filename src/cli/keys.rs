@@ -32,7 +32,7 @@ pub fn run(
         KeysCommand::Rotate => Request::Rotate,
         KeysCommand::Status => Request::Status,
     };
-    match control::request(&config.control_socket(), request, Duration::from_secs(30)) {
+    match control::request(&config.control_socket(), &request, Duration::from_secs(30)) {
         Ok(response) => return print(&response),
         Err(ControlError::NotRunning { .. }) => {}
         Err(err) => return Err(err.into()),
@@ -84,7 +84,7 @@ fn print(response: &Response) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Response::Error { message } => Err(CliError::Other(message.clone())),
-        Response::Verified { .. } => {
+        Response::Verified { .. } | Response::UserAdded { .. } => {
             Err(CliError::Other("unexpected answer from the server".into()))
         }
     }

@@ -6,11 +6,13 @@
 mod bench;
 mod doctor;
 mod keys;
+mod user;
 
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
@@ -50,8 +52,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create the data folder, master key, keyring and TLS certificate, and say where each went
-    Init,
+    /// Create the data folder, master key, keyring, TLS certificate and first admin, and say
+    /// where each went
+    Init(InitArgs),
     /// Run the appliance: HTTPS web UI and API, and the control socket for local tools
     Serve(ServeArgs),
     /// Check configuration, permissions, disk, certificate and keys; say what to fix
@@ -59,9 +62,23 @@ enum Command {
     /// Manage data keys
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Manage staff accounts
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Measure this machine: prints a table, then one JSON line with the figures
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+}
+
+#[derive(Debug, Args, Default)]
+struct InitArgs {
+    /// Login of the first administrator
+    #[arg(long, default_value = "admin")]
+    admin_login: String,
+    /// Write the administrator's one-time password to this new file (mode 0600) instead of
+    /// printing it; for install scripts, so it never lands in a terminal log
+    #[arg(long, value_name = "FILE")]
+    otp_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -114,10 +131,13 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     let dev = matches!(&cli.command, Command::Serve(ServeArgs { dev: true, .. }));
     let config = load_config(cli, dev)?;
     match cli.command {
-        Command::Init => init(&config, &key_source(cli, &config)?).map(|()| ExitCode::SUCCESS),
+        Command::Init(ref args) => {
+            init(&config, &key_source(cli, &config)?, args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Serve(ref args) => serve(cli, config, args),
         Command::Doctor(ref args) => Ok(doctor::run(&config, cli_key_source(cli), args)),
         Command::Keys(ref command) => keys::run(&config, &key_source(cli, &config)?, command),
+        Command::User(ref command) => user::run(&config, &key_source(cli, &config)?, command),
         Command::Bench(ref command) => bench::run(command),
     }
 }
@@ -179,7 +199,7 @@ fn key_source(cli: &Cli, config: &Config) -> Result<MasterKeySource, CliError> {
     }
 }
 
-fn init(config: &Config, source: &MasterKeySource) -> Result<(), CliError> {
+fn init(config: &Config, source: &MasterKeySource, args: &InitArgs) -> Result<(), CliError> {
     let deps = Deps::system();
     crate::store::files::create_private_dir(&config.data_dir, 0o700).map_err(|source| {
         StoreError::Io {
@@ -215,6 +235,36 @@ fn init(config: &Config, source: &MasterKeySource) -> Result<(), CliError> {
             files.cert.display()
         );
     }
+    let store = Store::open(
+        &StoreOptions::from_config(config),
+        source,
+        Arc::clone(&deps.clock),
+        Arc::clone(&deps.random),
+    )?;
+    let request = crate::control::Request::AddUser {
+        login: args.admin_login.clone(),
+        display_name: "Administrator".into(),
+        role: crate::domain::account::Role::Admin,
+        password: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
+    match runtime.block_on(crate::control::answer(request, store)) {
+        crate::control::Response::UserAdded {
+            login,
+            one_time_password,
+        } => {
+            user::report_created(
+                &login,
+                one_time_password.as_deref(),
+                args.otp_file.as_deref(),
+            )?;
+        }
+        crate::control::Response::Error { message } => return Err(CliError::Other(message)),
+        other => return Err(CliError::Other(format!("unexpected answer: {other:?}"))),
+    }
     println!("Start it with: clientele serve");
     Ok(())
 }
@@ -223,7 +273,14 @@ fn serve(cli: &Cli, config: Config, args: &ServeArgs) -> Result<ExitCode, CliErr
     let _log = crate::logging::init(&config, true)?;
     let source = key_source(cli, &config)?;
     if args.dev && !config.db_dir().exists() {
-        init(&config, &source)?;
+        init(
+            &config,
+            &source,
+            &InitArgs {
+                admin_login: "admin".into(),
+                otp_file: None,
+            },
+        )?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

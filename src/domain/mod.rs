@@ -1,6 +1,7 @@
 //! Plain domain types shared by every layer. Nothing here knows about storage, HTTP or time
 //! sources.
 
+pub mod account;
 pub mod id;
 
 pub use id::Id;

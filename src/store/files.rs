@@ -43,3 +43,14 @@ pub fn create_private_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
 pub fn mode_of(path: &Path) -> std::io::Result<u32> {
     Ok(fs::metadata(path)?.permissions().mode() & 0o7777)
 }
+
+/// Writes a new file readable only by its owner; refuses to replace an existing one.
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}

@@ -315,8 +315,8 @@ pub struct VerifyReport {
     pub records: u64,
     pub erased: u64,
     pub tables: std::collections::BTreeMap<String, u64>,
-    /// Records sealed under each data-key term (others use subject or master keys).
-    pub terms: std::collections::BTreeMap<u32, u64>,
+    /// Records sealed under each data-key term, by term (others use subject or master keys).
+    pub terms: Vec<(u32, u64)>,
     pub failures: Vec<String>,
 }
 
@@ -661,7 +661,10 @@ impl Store {
                 ..
             }) = seal::header(&raw)
             {
-                *report.terms.entry(term).or_default() += 1;
+                match report.terms.iter_mut().find(|(t, _)| *t == term) {
+                    Some((_, count)) => *count += 1,
+                    None => report.terms.push((term, 1)),
+                }
             }
             match self.shared().open_raw(&store_key, &raw) {
                 Ok(_) => {}
@@ -669,6 +672,7 @@ impl Store {
                 Err(err) => report.failures.push(err.to_string()),
             }
         }
+        report.terms.sort_unstable();
         report
     }
 
@@ -820,24 +824,34 @@ fn schema_version(meta: &sled::Tree, path: &Path) -> Result<u32, StoreError> {
     Ok(u32::from_be_bytes(bytes))
 }
 
-/// Opens sled, turning its lock failure into [`StoreError::InUse`].
+/// Opens sled, turning its lock failure into [`StoreError::InUse`]. sled releases its file
+/// lock from background threads shortly after a handle is dropped, so a lock failure is retried
+/// for up to a second before it is reported.
 pub(crate) fn open_sled(path: &Path, cache_mib: u64) -> Result<sled::Db, StoreError> {
-    sled::Config::new()
-        .path(path)
-        .cache_capacity(cache_mib * 1024 * 1024)
-        .flush_every_ms(None)
-        .open()
-        .map_err(|err| match err {
-            sled::Error::Io(io)
+    let mut attempts = 0;
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_mib * 1024 * 1024)
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io))
                 if io.kind() == std::io::ErrorKind::WouldBlock
                     || io.to_string().contains("lock") =>
             {
-                StoreError::InUse {
-                    path: path.to_owned(),
+                attempts += 1;
+                if attempts >= 50 {
+                    return Err(StoreError::InUse {
+                        path: path.to_owned(),
+                    });
                 }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            other => StoreError::Sled(other),
-        })
+            Err(other) => return Err(StoreError::Sled(other)),
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

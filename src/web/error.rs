@@ -16,6 +16,15 @@ pub enum WebError {
     NotFound,
     #[error("{0}")]
     BadRequest(String),
+    /// A field failed validation (422); forms show it next to the field.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("sign in first")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("too many attempts; try again in {retry_after} seconds")]
+    TooManyRequests { retry_after: i64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -29,6 +38,10 @@ impl WebError {
         match self {
             Self::NotFound => "not_found",
             Self::BadRequest(_) => "bad_request",
+            Self::Invalid { .. } => "invalid",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::TooManyRequests { .. } => "too_many_requests",
             Self::Store(StoreError::Conflict { .. }) => "conflict",
             Self::Store(_) | Self::Internal(_) => "internal",
         }
@@ -40,6 +53,10 @@ impl ResponseError for WebError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
             Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -48,7 +65,30 @@ impl ResponseError for WebError {
     fn error_response(&self) -> HttpResponse {
         // The body is written by `render` in the middleware, which knows the request id and
         // whether the client wants JSON; this plain answer is only a fallback.
-        HttpResponse::build(self.status_code()).finish()
+        let mut res = HttpResponse::build(self.status_code());
+        if let Self::TooManyRequests { retry_after } = self {
+            res.insert_header(("Retry-After", retry_after.to_string()));
+        }
+        res.finish()
+    }
+}
+
+impl From<crate::auth::AuthError> for WebError {
+    fn from(err: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError;
+        match err {
+            AuthError::Invalid { field, message } => Self::Invalid {
+                field: field.into(),
+                message,
+            },
+            AuthError::Password(rejected) => Self::Invalid {
+                field: "password".into(),
+                message: rejected.to_string(),
+            },
+            AuthError::Busy => Self::TooManyRequests { retry_after: 1 },
+            AuthError::Store(err) => Self::Store(err),
+            AuthError::Hashing(err) => Self::Internal(err.to_string()),
+        }
     }
 }
 
@@ -77,7 +117,8 @@ struct JsonErrorBody<'a> {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
-    title: &'a str,
+    shell: super::shell::Shell,
+    reason: &'a str,
     status: u16,
     message: &'a str,
     request_id: &'a str,
@@ -101,8 +142,10 @@ pub fn render(
             },
         });
     }
+    let reason = status.canonical_reason().unwrap_or("Error");
     let page = ErrorPage {
-        title: status.canonical_reason().unwrap_or("Error"),
+        shell: super::shell::Shell::anonymous(reason),
+        reason,
         status: status.as_u16(),
         message,
         request_id,
@@ -128,6 +171,10 @@ pub fn code_of(error: &actix_web::Error, status: StatusCode) -> &'static str {
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
         s if s.is_server_error() => "internal",
         _ => "bad_request",
     }

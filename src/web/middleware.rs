@@ -113,7 +113,17 @@ pub async fn error_pages(
     }
     let code = super::error::code_of(error, status);
     let message = super::error::public_message(status, error);
-    let body = super::error::render(status, code, &message, &request_id, wants_json);
+    let mut body = super::error::render(status, code, &message, &request_id, wants_json);
+    for name in [
+        header::RETRY_AFTER,
+        header::WWW_AUTHENTICATE,
+        header::CACHE_CONTROL,
+        header::SET_COOKIE,
+    ] {
+        for value in res.headers().get_all(&name) {
+            body.headers_mut().append(name.clone(), value.clone());
+        }
+    }
     let (http_req, _) = res.into_parts();
     Ok(ServiceResponse::new(http_req, body))
 }

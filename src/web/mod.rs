@@ -1,9 +1,16 @@
 //! The HTTPS server: routes, pages, middleware and TLS. Handlers hold no business rule; they
 //! call services and render.
 
+pub mod account;
+pub mod admin;
+pub mod api;
 pub mod error;
+pub mod guard;
 pub mod middleware;
 pub mod pages;
+pub mod routes;
+pub mod shell;
+pub mod signin;
 pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
@@ -13,14 +20,27 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use jiff::Timestamp;
 
+use crate::auth::accounts::Accounts;
+use crate::auth::sessions::Sessions;
+use crate::auth::throttle::Throttle;
+use crate::auth::tokens::Tokens;
 use crate::clock::{Clock, Random};
 use crate::config::Config;
 use crate::store::Store;
+
+/// Largest accepted bodies: forms, JSON, anything else.
+const FORM_LIMIT: usize = 16 * 1024;
+const JSON_LIMIT: usize = 256 * 1024;
+const PAYLOAD_LIMIT: usize = 1024 * 1024;
 
 /// What every handler can reach.
 #[derive(Debug)]
 pub struct AppState {
     pub store: Store,
+    pub accounts: Accounts,
+    pub sessions: Sessions,
+    pub throttle: Throttle,
+    pub tokens: Tokens,
     pub clock: Arc<dyn Clock>,
     pub random: Arc<dyn Random>,
     pub config: Arc<Config>,
@@ -64,7 +84,10 @@ pub fn https_server(
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .configure(routes)
+            .app_data(web::FormConfig::default().limit(FORM_LIMIT))
+            .app_data(web::JsonConfig::default().limit(JSON_LIMIT))
+            .app_data(web::PayloadConfig::default().limit(PAYLOAD_LIMIT))
+            .configure(routes::register)
             .default_service(web::to(pages::not_found))
             .wrap(from_fn(middleware::error_pages))
             .wrap(middleware::security_headers())

@@ -6,23 +6,34 @@ use askama_web::WebTemplate;
 
 use super::AppState;
 use super::error::WebError;
+use super::guard::SignedIn;
+use super::shell::Shell;
+use crate::domain::account::Location;
 
 #[derive(Debug, Template, WebTemplate)]
 #[template(path = "home.html")]
 pub struct HomePage {
-    title: &'static str,
+    shell: Shell,
     version: &'static str,
-    key_term: u32,
     started: String,
+    stores: Vec<Location>,
+    chain_wide: bool,
 }
 
-pub async fn home(state: web::Data<AppState>) -> Result<HomePage, WebError> {
-    let keys = state.store.key_status();
+/// `GET /`: what exists so far, and the stores the user works with.
+pub async fn home(state: web::Data<AppState>, who: SignedIn) -> Result<HomePage, WebError> {
+    let stores = state
+        .accounts
+        .locations()?
+        .into_iter()
+        .filter(|l| who.user.can_see_store(l.id))
+        .collect();
     Ok(HomePage {
-        title: "Home",
+        shell: Shell::signed_in(&who, "Home", "/"),
         version: env!("CARGO_PKG_VERSION"),
-        key_term: keys.current_term,
         started: state.started_at.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        stores,
+        chain_wide: who.user.role.chain_wide(),
     })
 }
 
@@ -46,7 +57,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Unknown paths.
+/// Unknown paths (no policy is needed: nothing is served).
 pub async fn not_found() -> Result<HttpResponse, WebError> {
     Err(WebError::NotFound)
 }

@@ -51,7 +51,14 @@ async fn every_answer_carries_the_security_headers() {
     let tmp = tempfile::tempdir().unwrap();
     let server = dev_server(tmp.path());
     let client = https_client(&tmp.path().join("clientele-data"));
-    for path in ["/", "/healthz", "/static/app.css", "/no-such-page"] {
+    for path in [
+        "/",
+        "/login",
+        "/healthz",
+        "/static/app.css",
+        "/static/app.js",
+        "/no-such-page",
+    ] {
         let res = client
             .get(format!("https://localhost:{}{path}", server.port))
             .send()
@@ -109,8 +116,19 @@ async fn errors_are_pages_for_people_and_json_for_programs() {
         .send()
         .await
         .unwrap();
-    let html = home.text().await.unwrap();
-    assert!(html.contains("Clientele is running"), "{html}");
+    assert_eq!(
+        home.status(),
+        303,
+        "signed-out visitors are sent to the sign-in page"
+    );
+    assert_eq!(home.headers()["location"], "/login");
+    let login = client
+        .get(format!("https://localhost:{}/login", server.port))
+        .send()
+        .await
+        .unwrap();
+    let html = login.text().await.unwrap();
+    assert!(html.contains("<h1>Sign in</h1>"), "{html}");
 }
 
 /// Runs `openssl s_client` against the server with extra arguments; true when a session was

@@ -2,9 +2,13 @@
 //! as an operator, a browser or an attacker would. One test binary, a module per feature.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// A test is one user's story from start to end; splitting it would hide the story.
+#![allow(clippy::too_many_lines)]
 
+mod accounts;
 mod cli;
 mod crash;
 mod https;
 mod store;
 mod support;
+mod web;

@@ -343,7 +343,11 @@ fn rotation_under_concurrent_writes_keeps_every_record_readable() {
     let report = store.verify_all();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(
-        report.terms.keys().copied().collect::<Vec<_>>(),
+        report
+            .terms
+            .iter()
+            .map(|(term, _)| *term)
+            .collect::<Vec<_>>(),
         vec![4],
         "every record rewritten under term 4"
     );

@@ -1,0 +1,170 @@
+//! The route table: every route of the application, with its method, path, access policy and
+//! a summary. Routes are registered only from this table and each one is wrapped by the guard
+//! for its policy, so a route without a declared policy cannot exist. The `OpenAPI` document
+//! is generated from the same table.
+
+use actix_web::http::Method;
+use actix_web::middleware::from_fn;
+use actix_web::{Route, web};
+
+use crate::domain::account::Role;
+
+use super::guard::{self, ANY_ROLE, ANY_SCOPE, Policy};
+use super::{account, admin, api, pages, signin};
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    pub policy: Policy,
+    pub summary: &'static str,
+    handler: fn(Route) -> Route,
+}
+
+const ADMIN: &[Role] = &[Role::Admin];
+
+macro_rules! endpoint {
+    ($method:ident $path:literal, $policy:expr, $summary:literal, $handler:path) => {
+        Endpoint {
+            method: Method::$method,
+            path: $path,
+            policy: $policy,
+            summary: $summary,
+            handler: |r| r.to($handler),
+        }
+    };
+}
+
+/// Every route of the application.
+#[must_use]
+pub fn table() -> Vec<Endpoint> {
+    use Policy::{Api, Public, SignInStep, Staff};
+    vec![
+        endpoint!(GET "/healthz", Public, "Health of the appliance", pages::health),
+        endpoint!(GET "/static/{file}", Public, "Stylesheet and script", pages::asset),
+        endpoint!(GET "/login", Public, "Sign-in form", signin::login_page),
+        endpoint!(POST "/login", Public, "Sign in with login and password", signin::login),
+        endpoint!(GET "/login/second-factor", SignInStep, "Second-factor form", signin::second_factor_page),
+        endpoint!(POST "/login/second-factor", SignInStep, "Check a TOTP or recovery code", signin::second_factor),
+        endpoint!(POST "/logout", SignInStep, "Sign out", signin::logout),
+        endpoint!(GET "/", Staff(ANY_ROLE), "Home", pages::home),
+        endpoint!(GET "/account", Staff(ANY_ROLE), "Own account and sessions", account::show),
+        endpoint!(GET "/account/password", SignInStep, "Change-password form", account::password_page),
+        endpoint!(POST "/account/password", SignInStep, "Change own password", account::change_password),
+        endpoint!(GET "/account/second-factor", SignInStep, "Second-factor enrolment", account::enrol_page),
+        endpoint!(POST "/account/second-factor", SignInStep, "Confirm second-factor enrolment", account::enrol),
+        endpoint!(POST "/account/sessions/{handle}/revoke", Staff(ANY_ROLE), "End one of one's sessions", account::revoke_session),
+        endpoint!(GET "/admin/users", Staff(ADMIN), "Users", admin::users),
+        endpoint!(GET "/admin/users/new", Staff(ADMIN), "New-user form", admin::new_user),
+        endpoint!(POST "/admin/users", Staff(ADMIN), "Create a user", admin::create_user),
+        endpoint!(GET "/admin/users/{id}", Staff(ADMIN), "A user", admin::edit_user),
+        endpoint!(POST "/admin/users/{id}", Staff(ADMIN), "Change a user's name, role and stores", admin::update_user),
+        endpoint!(POST "/admin/users/{id}/disable", Staff(ADMIN), "Disable a user", admin::disable_user),
+        endpoint!(POST "/admin/users/{id}/enable", Staff(ADMIN), "Enable a user", admin::enable_user),
+        endpoint!(POST "/admin/users/{id}/reset-password", Staff(ADMIN), "Reset a user's password", admin::reset_password),
+        endpoint!(POST "/admin/users/{id}/sessions/{handle}/revoke", Staff(ADMIN), "End a user's session", admin::revoke_user_session),
+        endpoint!(GET "/admin/locations", Staff(ADMIN), "Locations", admin::locations),
+        endpoint!(GET "/admin/locations/new", Staff(ADMIN), "New-location form", admin::new_location),
+        endpoint!(POST "/admin/locations", Staff(ADMIN), "Create a location", admin::create_location),
+        endpoint!(GET "/admin/locations/{id}", Staff(ADMIN), "A location", admin::edit_location),
+        endpoint!(POST "/admin/locations/{id}", Staff(ADMIN), "Change a location", admin::update_location),
+        endpoint!(GET "/admin/tokens", Staff(ADMIN), "Integration tokens", admin::tokens),
+        endpoint!(POST "/admin/tokens", Staff(ADMIN), "Create an integration token", admin::create_token),
+        endpoint!(POST "/admin/tokens/{id}/revoke", Staff(ADMIN), "Revoke an integration token", admin::revoke_token),
+        endpoint!(GET "/api/v1/openapi.json", Public, "This OpenAPI document", api::openapi),
+        endpoint!(GET "/api/v1/me", Api { roles: ANY_ROLE, scope: ANY_SCOPE }, "The calling user or token", api::me),
+        endpoint!(GET "/api/v1/locations", Api { roles: ANY_ROLE, scope: "read:locations" }, "Locations the caller may see", api::locations),
+        endpoint!(GET "/api/v1/locations/{id}", Api { roles: ANY_ROLE, scope: "read:locations" }, "One location", api::location),
+    ]
+}
+
+/// Registers every route of the table, each behind the guard of its policy; GET routes also
+/// answer HEAD.
+pub fn register(cfg: &mut web::ServiceConfig) {
+    let table = table();
+    let mut paths: Vec<&'static str> = table.iter().map(|e| e.path).collect();
+    paths.dedup();
+    let mut seen = std::collections::HashSet::new();
+    for path in paths {
+        if !seen.insert(path) {
+            continue;
+        }
+        let mut resource = web::resource(path);
+        for endpoint in table.iter().filter(|e| e.path == path) {
+            let methods = if endpoint.method == Method::GET {
+                vec![Method::GET, Method::HEAD]
+            } else {
+                vec![endpoint.method.clone()]
+            };
+            for method in methods {
+                let policy = endpoint.policy;
+                let route = (endpoint.handler)(web::route().method(method))
+                    .wrap(from_fn(move |req, next| guard::enforce(policy, req, next)));
+                resource = resource.route(route);
+            }
+        }
+        cfg.service(resource);
+    }
+}
+
+/// The `OpenAPI` 3 document of `/api/v1`, from the table.
+#[must_use]
+pub fn openapi() -> serde_json::Value {
+    let mut paths = serde_json::Map::new();
+    for endpoint in table()
+        .into_iter()
+        .filter(|e| e.path.starts_with("/api/v1/"))
+    {
+        let parameters: Vec<serde_json::Value> = endpoint
+            .path
+            .split('/')
+            .filter_map(|part| part.strip_prefix('{').and_then(|p| p.strip_suffix('}')))
+            .map(|name| serde_json::json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let security = match endpoint.policy {
+            Policy::Api { scope, .. } => serde_json::json!([{"bearer": [scope]}, {"session": []}]),
+            _ => serde_json::json!([]),
+        };
+        let operation = serde_json::json!({
+            "summary": endpoint.summary,
+            "parameters": parameters,
+            "security": security,
+            "responses": {
+                "200": {"description": "Success", "content": {"application/json": {}}},
+                "401": {"$ref": "#/components/responses/Error"},
+                "403": {"$ref": "#/components/responses/Error"},
+                "404": {"$ref": "#/components/responses/Error"},
+                "429": {"$ref": "#/components/responses/Error"}
+            }
+        });
+        let entry = paths
+            .entry(endpoint.path.to_owned())
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(map) = entry.as_object_mut() {
+            map.insert(endpoint.method.as_str().to_lowercase(), operation);
+        }
+    }
+    serde_json::json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Clientele API", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Integration token (clt_...)"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "__Host-clientele"}
+            },
+            "responses": {
+                "Error": {
+                    "description": "An error",
+                    "content": {"application/json": {"schema": {
+                        "type": "object",
+                        "properties": {"error": {"type": "object", "properties": {
+                            "code": {"type": "string"}, "message": {"type": "string"}, "request_id": {"type": "string"}
+                        }}}
+                    }}}
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,194 @@
+//! An in-process appliance for web tests: a temporary store, an OS-chosen port, and a browser-like
+//! client (cookie jar, the appliance's own certificate trusted, no automatic redirects).
+
+use std::path::Path;
+
+use clientele::app::{self, Deps, RunningApp};
+use clientele::auth::totp;
+use clientele::clock::SystemClock;
+use clientele::control::{self, Request, Response};
+use clientele::domain::account::Role;
+use reqwest::StatusCode;
+
+use crate::support::{config, init_store, key_source};
+
+/// A running appliance on a temporary folder.
+pub struct TestApp {
+    pub app: Option<RunningApp>,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        init_store(dir.path());
+        let app = app::start(config(dir.path()), Deps::system(), key_source(dir.path()))
+            .await
+            .unwrap();
+        let base = format!("https://localhost:{}", app.https_addr.port());
+        Self {
+            app: Some(app),
+            base,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A fresh browser-like client.
+    pub fn client(&self) -> reqwest::Client {
+        client_for(self.dir.path())
+    }
+
+    /// Creates a user through the same path as `clientele user add`; returns the one-time
+    /// password when none was given.
+    pub async fn add_user(
+        &self,
+        login: &str,
+        role: Role,
+        password: Option<&str>,
+    ) -> Option<String> {
+        let store = self.app.as_ref().unwrap().store.clone();
+        let request = Request::AddUser {
+            login: login.into(),
+            display_name: format!("{login} name"),
+            role,
+            password: password.map(str::to_owned),
+        };
+        match control::answer(request, store).await {
+            Response::UserAdded {
+                one_time_password, ..
+            } => one_time_password,
+            other => panic!("user not added: {other:?}"),
+        }
+    }
+
+    /// Signs in and completes every sign-in step (second factor enrolment for roles that need
+    /// it); returns the client, now fully signed in.
+    pub async fn signed_in(&self, login: &str, role: Role) -> reqwest::Client {
+        let password = "correct horse battery staple";
+        self.add_user(login, role, Some(password)).await;
+        let client = self.client();
+        let res = login_with(&client, self, login, password).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        if res.headers()["location"] == "/account/second-factor" {
+            enrol(&client, self).await;
+        }
+        client
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+    }
+}
+
+pub fn client_for(dir: &Path) -> reqwest::Client {
+    let pem = std::fs::read(dir.join("tls/cert.pem")).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .tls_built_in_root_certs(false)
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of the first hidden `csrf` field of a page.
+pub fn csrf_of(html: &str) -> String {
+    hidden(html, "csrf").unwrap_or_else(|| panic!("no csrf field in {html}"))
+}
+
+/// The value of a hidden input.
+pub fn hidden(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    Some(html[start..].split('"').next()?.to_owned())
+}
+
+pub async fn login_with(
+    client: &reqwest::Client,
+    app: &TestApp,
+    login: &str,
+    password: &str,
+) -> reqwest::Response {
+    let page = client
+        .get(app.url("/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&page);
+    client
+        .post(app.url("/login"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("login", login),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Enrols a second factor from the enrolment page; returns the secret.
+pub async fn enrol(client: &reqwest::Client, app: &TestApp) -> String {
+    let page = client
+        .get(app.url("/account/second-factor"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&page);
+    let secret = hidden(&page, "secret").unwrap();
+    let code = current_code(&secret);
+    let res = client
+        .post(app.url("/account/second-factor"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("secret", secret.as_str()),
+            ("code", code.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("recovery-codes"));
+    secret
+}
+
+pub fn current_code(secret: &str) -> String {
+    let secret = totp::TotpSecret::from_base32(secret).unwrap();
+    let now = clientele::clock::Clock::now(&SystemClock).as_second();
+    format!("{:06}", totp::code_at(&secret, now))
+}
+
+/// Posts a form on `path` with the CSRF token of `page_path`.
+pub async fn post_form(
+    client: &reqwest::Client,
+    app: &TestApp,
+    page_path: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let page = client
+        .get(app.url(page_path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&page);
+    let mut form: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    client.post(app.url(path)).form(&form).send().await.unwrap()
+}
