@@ -264,20 +264,26 @@ fn bearer(req: &ServiceRequest) -> Option<String> {
         .then(|| secret.trim().to_owned())
 }
 
-/// Why a state-changing request looks cross-site, if it does.
+/// Why a state-changing request looks cross-site, if it does. Browsers that send
+/// `Sec-Fetch-Site` are judged by it; otherwise a present `Origin` must be this host. (With
+/// `Referrer-Policy: no-referrer` browsers send `Origin: null` on form posts, which proves
+/// nothing either way; the CSRF token still has to match.)
 fn cross_site(req: &ServiceRequest) -> Option<&'static str> {
     if let Some(site) = req
         .headers()
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
-        && !matches!(site, "same-origin" | "none")
     {
-        return Some("requests from other sites are refused");
+        return (!matches!(site, "same-origin" | "none"))
+            .then_some("requests from other sites are refused");
     }
     let origin = req
         .headers()
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())?;
+    if origin == "null" {
+        return None;
+    }
     let host = req.connection_info().host().to_owned();
     let same = origin
         .strip_prefix("https://")

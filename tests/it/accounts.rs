@@ -213,8 +213,11 @@ async fn forms_without_the_session_token_or_from_another_site_are_refused() {
         .unwrap();
     assert_eq!(cross.status(), StatusCode::FORBIDDEN);
 
+    // A browser that hides the origin (Origin: null under no-referrer) but says same-origin.
     let ok = admin
         .post(app.url("/admin/locations"))
+        .header("Origin", "null")
+        .header("Sec-Fetch-Site", "same-origin")
         .form(&good)
         .send()
         .await
