@@ -620,3 +620,51 @@ async fn names_are_escaped_and_the_api_is_documented() {
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn idle_and_absolute_timeouts_end_sessions() {
+    use clientele::clock::{ManualClock, SystemClock, SystemRandom};
+    use jiff::SignedDuration;
+    use std::sync::Arc;
+
+    let clock = Arc::new(ManualClock::new(clientele::clock::Clock::now(&SystemClock)));
+    let deps = clientele::app::Deps {
+        clock: clock.clone(),
+        random: Arc::new(SystemRandom::new()),
+    };
+    let app = TestApp::start_with(deps).await;
+    let client = app.signed_in("clerk", Role::Associate).await;
+    assert_eq!(
+        client.get(app.url("/")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // Active every 20 minutes: the idle timeout (30 min) never fires...
+    for _ in 0..5 {
+        clock.advance(SignedDuration::from_mins(20));
+        assert_eq!(
+            client.get(app.url("/")).send().await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    // ...but 31 idle minutes end the session.
+    clock.advance(SignedDuration::from_mins(31));
+    let res = client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()["location"], "/login");
+
+    // The absolute timeout (12 h) ends even an active session.
+    let client = app.client();
+    crate::web::login_with(&client, &app, "clerk", "correct horse battery staple").await;
+    for _ in 0..37 {
+        clock.advance(SignedDuration::from_mins(20));
+        client.get(app.url("/")).send().await.unwrap();
+    }
+    let res = client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(
+        res.headers()["location"],
+        "/login",
+        "12 h after sign-in the session is over"
+    );
+    app.stop().await;
+}

@@ -21,9 +21,14 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start() -> Self {
+        Self::start_with(Deps::system()).await
+    }
+
+    /// Starts on the given clock and random source.
+    pub async fn start_with(deps: Deps) -> Self {
         let dir = tempfile::tempdir().unwrap();
         init_store(dir.path());
-        let app = app::start(config(dir.path()), Deps::system(), key_source(dir.path()))
+        let app = app::start(config(dir.path()), deps, key_source(dir.path()))
             .await
             .unwrap();
         let base = format!("https://localhost:{}", app.https_addr.port());
