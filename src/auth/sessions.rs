@@ -218,17 +218,17 @@ impl Sessions {
             lock(&self.seen).iter().map(|(k, t)| (*k, *t)).collect();
         let mut set = ChangeSet::new();
         for (key, at) in seen {
-            if let Some(mut session) = self.store.get_json::<Session>(SESSIONS, &key.0)? {
-                if session.last_seen_at < at {
-                    session.last_seen_at = at;
-                    set.put_with(
-                        SESSIONS,
-                        key.0.to_vec(),
-                        Store::json(&session)?,
-                        crate::store::Sealing::DataKey,
-                        crate::store::Expect::Present,
-                    );
-                }
+            if let Some(mut session) = self.store.get_json::<Session>(SESSIONS, &key.0)?
+                && session.last_seen_at < at
+            {
+                session.last_seen_at = at;
+                set.put_with(
+                    SESSIONS,
+                    key.0.to_vec(),
+                    Store::json(&session)?,
+                    crate::store::Sealing::DataKey,
+                    crate::store::Expect::Present,
+                );
             }
         }
         match self.store.commit(set).await {
