@@ -93,14 +93,12 @@ impl Accounts {
     }
 
     pub fn list(&self) -> Result<Vec<User>, AuthError> {
-        let mut users = Vec::new();
-        for entry in self.store.scan(USERS, b"") {
-            let (_, bytes) = entry?;
-            users.push(
-                serde_json::from_slice::<User>(&bytes)
-                    .map_err(|e| StoreError::Decode(e.to_string()))?,
-            );
-        }
+        let mut users: Vec<User> = self
+            .store
+            .scan_json(USERS)?
+            .into_iter()
+            .map(|(_, u)| u)
+            .collect();
         users.sort_by(|a, b| a.login.cmp(&b.login));
         Ok(users)
     }
@@ -261,14 +259,12 @@ impl Accounts {
     // --- locations ---
 
     pub fn locations(&self) -> Result<Vec<Location>, AuthError> {
-        let mut out = Vec::new();
-        for entry in self.store.scan(LOCATIONS, b"") {
-            let (_, bytes) = entry?;
-            out.push(
-                serde_json::from_slice::<Location>(&bytes)
-                    .map_err(|e| StoreError::Decode(e.to_string()))?,
-            );
-        }
+        let mut out: Vec<Location> = self
+            .store
+            .scan_json(LOCATIONS)?
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
         out.sort_by(|a, b| a.code.cmp(&b.code));
         Ok(out)
     }

@@ -179,17 +179,13 @@ impl Sessions {
     /// Every live session of a user.
     pub fn of_user(&self, user: Id) -> Result<Vec<(SessionKey, Session)>, AuthError> {
         let mut out = Vec::new();
-        for entry in self.store.scan(SESSIONS, b"") {
-            let (key, bytes) = entry?;
-            let session: Session =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Decode(e.to_string()))?;
+        for (key, mut session) in self.store.scan_json::<Session>(SESSIONS)? {
             if session.user_id == user {
                 let key = SessionKey(
                     key.as_slice()
                         .try_into()
                         .map_err(|_| StoreError::Decode("session key".into()))?,
                 );
-                let mut session = session;
                 if let Some(seen) = lock(&self.seen).get(&key) {
                     session.last_seen_at = session.last_seen_at.max(*seen);
                 }

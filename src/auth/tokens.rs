@@ -119,14 +119,15 @@ impl Tokens {
 
     pub fn list(&self) -> Result<Vec<(ApiToken, Option<Timestamp>)>, AuthError> {
         let used = lock(&self.last_used).clone();
-        let mut out = Vec::new();
-        for entry in self.store.scan(TOKENS, b"") {
-            let (_, bytes) = entry?;
-            let token: ApiToken =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Decode(e.to_string()))?;
-            let last = used.get(&token.id).copied();
-            out.push((token, last));
-        }
+        let mut out: Vec<(ApiToken, Option<Timestamp>)> = self
+            .store
+            .scan_json::<ApiToken>(TOKENS)?
+            .into_iter()
+            .map(|(_, token)| {
+                let last = used.get(&token.id).copied();
+                (token, last)
+            })
+            .collect();
         out.sort_by_key(|(token, _)| std::cmp::Reverse(token.created_at));
         Ok(out)
     }

@@ -7,10 +7,15 @@
 //! every figure for the records. Progress goes to standard error so standard output holds only
 //! the table and the JSON.
 //!
+//! The insert comparison has a second, like-for-like line: raw sled written the way the committer
+//! writes (one atomic batch and one flush per change set), which separates the cost of the store
+//! from the cost of its durability.
+//!
 //! Everything is written under a fresh folder (in `--dir`, or the system temporary folder) that
 //! is removed at the end, whatever happens. The store is driven through its real API
-//! ([`Store::commit_blocking`], [`Store::get`]) and the server is the real binary, started as a
-//! child process exactly as an operator would.
+//! ([`Store::commit_blocking`], [`Store::commit`], [`Store::get`]) and the server is the real
+//! binary, started as a child process exactly as an operator would. Figures move with whatever
+//! else the machine is doing: run it on an otherwise idle appliance.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

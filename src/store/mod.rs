@@ -578,6 +578,21 @@ impl Store {
             })
     }
 
+    /// Opens and decodes every JSON record of `table`, with its key, in key order.
+    pub fn scan_json<T: DeserializeOwned>(
+        &self,
+        table: Table,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        self.scan(table, b"")
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                let value = serde_json::from_slice(&bytes)
+                    .map_err(|err| StoreError::Decode(format!("{}: {err}", table.name())))?;
+                Ok((key, value))
+            })
+            .collect()
+    }
+
     /// Number of records in `table`.
     #[must_use]
     pub fn count(&self, table: Table) -> usize {

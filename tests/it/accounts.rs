@@ -94,7 +94,7 @@ async fn first_sign_in_forces_a_new_password_and_a_second_factor() {
         .unwrap();
     assert_eq!(logout.headers()["location"], "/login");
     let raw = cookie.split(';').next().unwrap().to_owned();
-    let replay = reqwest_without_jar(&app)
+    let replay = crate::web::plain_client(app.dir.path())
         .get(app.url("/"))
         .header("cookie", &raw)
         .send()
@@ -140,16 +140,6 @@ async fn first_sign_in_forces_a_new_password_and_a_second_factor() {
         StatusCode::OK
     );
     app.stop().await;
-}
-
-fn reqwest_without_jar(app: &TestApp) -> reqwest::Client {
-    let pem = std::fs::read(app.dir.path().join("tls/cert.pem")).unwrap();
-    reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .tls_built_in_root_certs(false)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -461,15 +451,7 @@ async fn tokens_carry_scopes_and_stop_working_when_revoked() {
     };
     let reader = create("reader", "read:locations").await;
     let ingest = create("pos", "ingest:pos").await;
-    let plain = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(
-                &std::fs::read(app.dir.path().join("tls/cert.pem")).unwrap(),
-            )
-            .unwrap(),
-        )
-        .build()
-        .unwrap();
+    let plain = crate::web::plain_client(app.dir.path());
 
     let ok = plain
         .get(app.url("/api/v1/locations"))

@@ -92,15 +92,22 @@ impl TestApp {
     }
 }
 
+/// A browser-like client: cookie jar, the appliance's certificate trusted, no redirects.
 pub fn client_for(dir: &Path) -> reqwest::Client {
+    builder_for(dir).cookie_store(true).build().unwrap()
+}
+
+/// A client without a cookie jar, as an integration or a replaying attacker would use.
+pub fn plain_client(dir: &Path) -> reqwest::Client {
+    builder_for(dir).build().unwrap()
+}
+
+fn builder_for(dir: &Path) -> reqwest::ClientBuilder {
     let pem = std::fs::read(dir.join("tls/cert.pem")).unwrap();
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
         .tls_built_in_root_certs(false)
-        .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
 }
 
 /// The value of the first hidden `csrf` field of a page.
