@@ -330,7 +330,7 @@ fn stage(
                     Sealing::DataKey => {
                         shared
                             .keyring
-                            .seal_current(&store_key, &value, shared.random.as_ref())?
+                            .seal_current(&store_key, &value, &shared.nonces)?
                     }
                     Sealing::Subject(id) => {
                         let key = subject_key(shared, id, new_subjects)?;
@@ -339,7 +339,7 @@ fn stage(
                             KeyRef::Subject(id),
                             &store_key,
                             &value,
-                            shared.random.as_ref(),
+                            &shared.nonces,
                         )?
                     }
                 };
@@ -417,7 +417,7 @@ fn reseal(
     let plain = Zeroizing::new(shared.open_raw(&store_key, raw)?);
     let sealed = shared
         .keyring
-        .seal_current(&store_key, &plain, shared.random.as_ref())?;
+        .seal_current(&store_key, &plain, &shared.nonces)?;
     Ok(Some((store_key, Some(sealed))))
 }
 

@@ -204,6 +204,8 @@ struct Shared {
     keyring: Keyring,
     subjects: RwLock<SubjectKeys>,
     random: Arc<dyn Random>,
+    /// The committer's source of nonces: `random`, read in blocks.
+    nonces: crate::clock::BufferedRandom,
     clock: Arc<dyn Clock>,
     group_window: Duration,
     max_encryptions_per_term: u64,
@@ -462,6 +464,7 @@ impl Store {
             data,
             keyring,
             subjects: RwLock::new(subjects),
+            nonces: crate::clock::BufferedRandom::new(Arc::clone(&random)),
             random,
             clock,
             group_window: options.group_commit_window,
