@@ -77,8 +77,12 @@ struct InitArgs {
     admin_login: String,
     /// Write the administrator's one-time password to this new file (mode 0600) instead of
     /// printing it; for install scripts, so it never lands in a terminal log
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "admin_password_stdin")]
     otp_file: Option<PathBuf>,
+    /// Read the administrator's password from standard input instead of making a one-time
+    /// password (it must pass the password policy)
+    #[arg(long)]
+    admin_password_stdin: bool,
 }
 
 #[derive(Debug, Args)]
@@ -131,9 +135,13 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     let dev = matches!(&cli.command, Command::Serve(ServeArgs { dev: true, .. }));
     let config = load_config(cli, dev)?;
     match cli.command {
-        Command::Init(ref args) => {
-            init(&config, &key_source(cli, &config)?, args).map(|()| ExitCode::SUCCESS)
-        }
+        Command::Init(ref args) => init(
+            &config,
+            &key_source(cli, &config)?,
+            args,
+            cli.passphrase_stdin,
+        )
+        .map(|()| ExitCode::SUCCESS),
         Command::Serve(ref args) => serve(cli, config, args),
         Command::Doctor(ref args) => Ok(doctor::run(&config, cli_key_source(cli), args)),
         Command::Keys(ref command) => keys::run(&config, &key_source(cli, &config)?, command),
@@ -199,7 +207,39 @@ fn key_source(cli: &Cli, config: &Config) -> Result<MasterKeySource, CliError> {
     }
 }
 
-fn init(config: &Config, source: &MasterKeySource, args: &InitArgs) -> Result<(), CliError> {
+/// The first admin's password from standard input, when asked for.
+fn admin_password(stdin_taken: bool, args: &InitArgs) -> Result<Option<String>, CliError> {
+    if !args.admin_password_stdin {
+        return Ok(None);
+    }
+    if stdin_taken {
+        return Err(CliError::Other(
+            "standard input already carries the passphrase; give it with --passphrase-file instead"
+                .into(),
+        ));
+    }
+    let mut text = Zeroizing::new(String::new());
+    std::io::stdin().read_to_string(&mut text).map_err(|e| {
+        CliError::Other(format!(
+            "cannot read the admin password from standard input: {e}"
+        ))
+    })?;
+    Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+}
+
+fn init(
+    config: &Config,
+    source: &MasterKeySource,
+    args: &InitArgs,
+    cli_reads_stdin: bool,
+) -> Result<(), CliError> {
+    // The admin password is checked before anything is created, so a refused one leaves
+    // nothing half made.
+    let admin_password = admin_password(cli_reads_stdin, args)?;
+    if let Some(password) = &admin_password {
+        crate::auth::password::check_policy(password, &[&args.admin_login])
+            .map_err(|err| CliError::Other(format!("admin password: {err}")))?;
+    }
     let deps = Deps::system();
     crate::store::files::create_private_dir(&config.data_dir, 0o700).map_err(|source| {
         StoreError::Io {
@@ -245,7 +285,7 @@ fn init(config: &Config, source: &MasterKeySource, args: &InitArgs) -> Result<()
         login: args.admin_login.clone(),
         display_name: "Administrator".into(),
         role: crate::domain::account::Role::Admin,
-        password: None,
+        password: admin_password,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -279,7 +319,9 @@ fn serve(cli: &Cli, config: Config, args: &ServeArgs) -> Result<ExitCode, CliErr
             &InitArgs {
                 admin_login: "admin".into(),
                 otp_file: None,
+                admin_password_stdin: false,
             },
+            false,
         )?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -650,3 +650,81 @@ async fn idle_and_absolute_timeouts_end_sessions() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_damaged_record_is_a_500_with_a_request_id_and_no_internals() {
+    let app = TestApp::start().await;
+    let admin = app.signed_in("chief", Role::Admin).await;
+    let res = post_form(
+        &admin,
+        &app,
+        "/admin/locations/new",
+        "/admin/locations",
+        &[
+            ("code", "S001"),
+            ("name", "Main street"),
+            ("kind", "store"),
+            ("time_zone", "Europe/Paris"),
+            ("country", "FR"),
+            ("currency", "EUR"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+
+    // Damage the location record on disk while the appliance is stopped.
+    let dir = app.dir.path().to_owned();
+    let mut app = app;
+    if let Some(running) = app.app.take() {
+        running.stop().await;
+    }
+    {
+        let db = sled::open(dir.join("db")).unwrap();
+        let data = db.open_tree("data").unwrap();
+        let prefix = clientele::store::Table::new("locations").store_key(b"");
+        let (key, value) = data.scan_prefix(&prefix).next().unwrap().unwrap();
+        let mut damaged = value.to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x40;
+        data.insert(key, damaged).unwrap();
+        db.flush().unwrap();
+    }
+    let app = app.restart().await;
+
+    let res = admin
+        .get(app.url("/admin/locations"))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    for header in [
+        "content-security-policy",
+        "strict-transport-security",
+        "x-content-type-options",
+        "referrer-policy",
+        "x-request-id",
+    ] {
+        assert!(
+            res.headers().contains_key(header),
+            "{header} missing on a 500"
+        );
+    }
+    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let html = res.text().await.unwrap();
+    assert!(html.contains(&request_id), "the page shows the request id");
+    assert!(
+        !html.contains("integrity") && !html.contains("locations/"),
+        "no internal error text: {html}"
+    );
+
+    let api = admin
+        .get(app.url("/api/v1/locations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: serde_json::Value = api.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "internal");
+    app.stop().await;
+}

@@ -226,3 +226,43 @@ fn keys_rotate_goes_through_the_running_server() {
     assert!(out.contains("running server"), "{out}");
     drop(server);
 }
+
+#[test]
+fn init_can_take_the_admin_password_from_standard_input() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let run_with = |password: &str| {
+        let mut child = clientele(&dir)
+            .args(["init", "--admin-password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(password.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run_with("password\n");
+    assert!(!ok);
+    assert!(err.contains("12 characters"), "{err}");
+
+    assert!(
+        !dir.join("db").exists(),
+        "a refused password leaves no store behind"
+    );
+    let (ok, out, err) = run_with("violet tractor hums at dawn\n");
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("with the password given"), "{out}");
+    assert!(!out.contains("one-time password"), "{out}");
+}

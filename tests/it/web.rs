@@ -85,6 +85,26 @@ impl TestApp {
         client
     }
 
+    /// Stops the appliance and starts it again on the same folder (sessions survive).
+    pub async fn restart(mut self) -> Self {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+        let app = app::start(
+            config(self.dir.path()),
+            Deps::system(),
+            key_source(self.dir.path()),
+        )
+        .await
+        .unwrap();
+        let base = format!("https://localhost:{}", app.https_addr.port());
+        Self {
+            app: Some(app),
+            base,
+            dir: self.dir,
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(app) = self.app.take() {
             app.stop().await;
