@@ -69,6 +69,10 @@ pub async fn asset(path: web::Path<String>) -> Result<HttpResponse, WebError> {
             include_bytes!("../../static/app.css"),
             "text/css; charset=utf-8",
         ),
+        "app.js" => (
+            include_bytes!("../../static/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
         _ => return Err(WebError::NotFound),
     };
     Ok(HttpResponse::Ok()

@@ -64,6 +64,9 @@ async fn every_answer_carries_the_security_headers() {
             .send()
             .await
             .unwrap();
+        if path.starts_with("/static/") {
+            assert_eq!(res.status(), 200, "{path} is served");
+        }
         let headers = res.headers();
         let csp = headers["content-security-policy"].to_str().unwrap();
         assert!(
