@@ -1,44 +1,30 @@
-//! `clientele bench`: measurements an operator can run when sizing hardware.
-//!
-//! `bench store` puts the encrypted store next to raw sled on the same machine, disk and cache
-//! size, in one run: bulk inserts, random reads, durable acknowledged writes (one flushing
+//! `clientele bench store`: the encrypted store next to raw sled on the same machine, disk and
+//! cache size, in one run: bulk inserts, random reads, durable acknowledged writes (one flushing
 //! writer against many writers sharing group commits), then start-up of `clientele serve` to a
-//! 200 on `/healthz` and its idle memory. It prints a table for people, then one JSON line with
-//! every figure for the records. Progress goes to standard error so standard output holds only
-//! the table and the JSON.
+//! 200 on `/healthz` and its idle memory ([`super::startup`]).
 //!
 //! The insert comparison has a second, like-for-like line: raw sled written the way the committer
 //! writes (one atomic batch and one flush per change set), which separates the cost of the store
 //! from the cost of its durability.
 //!
-//! Everything is written under a fresh folder (in `--dir`, or the system temporary folder) that
-//! is removed at the end, whatever happens. The store is driven through its real API
-//! ([`Store::commit_blocking`], [`Store::commit`], [`Store::get`]) and the server is the real
-//! binary, started as a child process exactly as an operator would. Figures move with whatever
-//! else the machine is doing: run it on an otherwise idle appliance.
+//! Everything is written under a fresh work folder. The store is driven through its real API
+//! ([`Store::commit_blocking`], [`Store::commit`], [`Store::get`]).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use clap::{Args, Subcommand};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use clap::Args;
 
-use super::CliError;
+use super::startup::{StartupFigures, measure_startups};
+use super::{
+    CliError, WorkDir, median, per_second, percentile, print_row, progress, rate, round3, verdict,
+    whole,
+};
 use crate::clock::{Random, SystemClock, SystemRandom};
 use crate::config::Config;
 use crate::store::{ChangeSet, MasterKeySource, Store, StoreError, StoreOptions, Table};
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Encrypted store against raw sled: inserts, reads, durable group commit, start-up, memory
-    Store(StoreBenchArgs),
-}
 
 /// Sizes of the store benchmark.
 #[derive(Debug, Args)]
@@ -103,24 +89,12 @@ impl WriterKind {
     }
 }
 
-pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
-    match command {
-        BenchCommand::Store(args) => bench_store(args),
-    }
-}
-
 /// Size of every benchmark value, about one customer record.
 const VALUE_LEN: usize = 300;
 /// The table the encrypted runs write to.
 const TABLE: Table = Table::new("bench");
 /// Rounds of the read comparison; the median of each side is reported.
 const READ_ROUNDS: usize = 3;
-/// Longest wait for a started server to answer before the run is abandoned.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest wait for a stopped server to exit before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// The line `clientele serve` prints once it listens.
-const SERVING_PREFIX: &str = "Clientele is serving on https://";
 
 /// Targets from the store issue.
 const TARGET_INSERT_RATIO: f64 = 0.85;
@@ -129,7 +103,7 @@ const TARGET_DURABLE_RATIO: f64 = 5.0;
 const TARGET_STARTUP_MS: f64 = 1000.0;
 const TARGET_IDLE_RSS_MB: f64 = 50.0;
 
-fn bench_store(args: &StoreBenchArgs) -> Result<ExitCode, CliError> {
+pub(super) fn bench_store(args: &StoreBenchArgs) -> Result<ExitCode, CliError> {
     let random = Arc::new(SystemRandom::new());
     let work = WorkDir::create(args.dir.as_deref(), random.as_ref())?;
     progress(&format!("working in {}", work.path.display()));
@@ -155,7 +129,11 @@ fn bench_store(args: &StoreBenchArgs) -> Result<ExitCode, CliError> {
     drop(store);
     drop(raw);
 
-    let startup = measure_startups(&work.path, args)?;
+    let startup = measure_startups(
+        &work.path,
+        args.startups,
+        Duration::from_secs(args.idle_seconds),
+    )?;
 
     let report = Report {
         insert,
@@ -171,45 +149,6 @@ fn bench_store(args: &StoreBenchArgs) -> Result<ExitCode, CliError> {
 
 // ---------------------------------------------------------------------------------------------
 // Set-up
-
-/// The benchmark's own folder, removed when dropped (on success and on every error path).
-#[derive(Debug)]
-struct WorkDir {
-    path: PathBuf,
-}
-
-impl WorkDir {
-    fn create(parent: Option<&Path>, random: &dyn Random) -> Result<Self, CliError> {
-        let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
-        std::fs::create_dir_all(&parent).map_err(|e| {
-            CliError::Other(format!("cannot create folder {}: {e}", parent.display()))
-        })?;
-        let mut tag = [0u8; 4];
-        random
-            .fill(&mut tag)
-            .map_err(|e| CliError::Other(format!("cannot name the benchmark folder: {e}")))?;
-        let path = parent.join(format!(
-            "clientele-bench-{}-{}",
-            std::process::id(),
-            data_encoding::HEXLOWER.encode(&tag)
-        ));
-        std::fs::create_dir(&path).map_err(|e| {
-            CliError::Other(format!("cannot create folder {}: {e}", path.display()))
-        })?;
-        Ok(Self { path })
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if let Err(err) = std::fs::remove_dir_all(&self.path) {
-            eprintln!(
-                "warning: could not remove {}: {err}; remove it by hand",
-                self.path.display()
-            );
-        }
-    }
-}
 
 /// Random bytes from which every value is cut, so values are incompressible and building them
 /// costs a copy, not a call to the random source.
@@ -328,10 +267,6 @@ fn open_store(
         Arc::new(SystemClock),
         random,
     )?)
-}
-
-fn progress(message: &str) {
-    eprintln!("bench: {message}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -703,344 +638,6 @@ fn finish_run(elapsed: Duration, per_thread: Vec<Vec<Duration>>) -> DurableRun {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4. Start-up and idle memory
-
-#[derive(Debug)]
-struct StartupRun {
-    /// Spawn to the "serving on" line.
-    listening: Duration,
-    /// Spawn to the first 200 from `/healthz`.
-    healthy: Duration,
-    /// Resident memory after the idle wait.
-    idle_rss_kib: u64,
-    /// SIGTERM to exit.
-    stop: Duration,
-}
-
-#[derive(Debug)]
-struct StartupFigures {
-    runs: Vec<StartupRun>,
-}
-
-impl StartupFigures {
-    fn healthy_ms(&self) -> Vec<f64> {
-        self.runs
-            .iter()
-            .map(|r| r.healthy.as_secs_f64() * 1000.0)
-            .collect()
-    }
-
-    fn listening_ms(&self) -> Vec<f64> {
-        self.runs
-            .iter()
-            .map(|r| r.listening.as_secs_f64() * 1000.0)
-            .collect()
-    }
-
-    fn stop_ms(&self) -> Vec<f64> {
-        self.runs
-            .iter()
-            .map(|r| r.stop.as_secs_f64() * 1000.0)
-            .collect()
-    }
-
-    fn rss_kib(&self) -> Vec<f64> {
-        self.runs.iter().map(|r| r.idle_rss_kib as f64).collect()
-    }
-
-    fn rss_mb_median(&self) -> f64 {
-        median(&self.rss_kib()) * 1024.0 / 1_000_000.0
-    }
-}
-
-fn measure_startups(root: &Path, args: &StoreBenchArgs) -> Result<StartupFigures, CliError> {
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::Other(format!("cannot find the clientele binary to start: {e}")))?;
-    // An empty file, so neither a packaged configuration nor the caller's is picked up.
-    let config = root.join("empty.toml");
-    std::fs::write(&config, b"")
-        .map_err(|e| CliError::Other(format!("cannot write {}: {e}", config.display())))?;
-
-    let mut runs = Vec::new();
-    for run in 1..=args.startups {
-        let data_dir = root.join(format!("serve-{run}"));
-        init_data_dir(&exe, &config, &data_dir)?;
-        progress(&format!(
-            "start-up {run} of {}: `clientele serve` to a 200 from /healthz, then {}s idle",
-            args.startups, args.idle_seconds
-        ));
-        runs.push(measure_startup(
-            &exe,
-            &config,
-            &data_dir,
-            Duration::from_secs(args.idle_seconds),
-        )?);
-    }
-    Ok(StartupFigures { runs })
-}
-
-/// `clientele` with a clean environment: our config file and data folder, nothing inherited.
-fn clientele(exe: &Path, config: &Path, data_dir: &Path) -> Command {
-    let mut command = Command::new(exe);
-    for (name, _) in std::env::vars_os() {
-        if name
-            .to_string_lossy()
-            .starts_with(crate::config::ENV_PREFIX)
-        {
-            command.env_remove(name);
-        }
-    }
-    command
-        .arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("CLIENTELE_LOG__STDERR", "false")
-        .env("CLIENTELE_SERVER__WORKERS", "2")
-        .stdin(Stdio::null());
-    command
-}
-
-fn init_data_dir(exe: &Path, config: &Path, data_dir: &Path) -> Result<(), CliError> {
-    let output = clientele(exe, config, data_dir)
-        .arg("init")
-        .output()
-        .map_err(|e| CliError::Other(format!("cannot run {} init: {e}", exe.display())))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(CliError::Other(format!(
-        "`clientele init` for the start-up run failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    )))
-}
-
-/// A started server, stopped (killed if need be) when dropped.
-#[derive(Debug)]
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    /// SIGTERM, then a kill if it has not exited within [`STOP_TIMEOUT`]; returns the time to exit.
-    fn stop(&mut self) -> Result<Duration, CliError> {
-        let start = Instant::now();
-        rustix::process::kill_process(
-            rustix::process::Pid::from_child(&self.child),
-            rustix::process::Signal::TERM,
-        )
-        .map_err(|e| CliError::Other(format!("cannot stop the started server: {e}")))?;
-        while start.elapsed() < STOP_TIMEOUT {
-            match self.child.try_wait() {
-                Ok(Some(_)) => return Ok(start.elapsed()),
-                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-                Err(e) => {
-                    return Err(CliError::Other(format!(
-                        "cannot wait for the started server: {e}"
-                    )));
-                }
-            }
-        }
-        Err(CliError::Other(format!(
-            "the started server did not exit within {}s of SIGTERM; it was killed",
-            STOP_TIMEOUT.as_secs()
-        )))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn measure_startup(
-    exe: &Path,
-    config: &Path,
-    data_dir: &Path,
-    idle: Duration,
-) -> Result<StartupRun, CliError> {
-    let tls = tls_client(&data_dir.join("tls").join("cert.pem"))?;
-    let stderr_path = data_dir.join("serve.stderr");
-    let stderr = std::fs::File::create(&stderr_path)
-        .map_err(|e| CliError::Other(format!("cannot create {}: {e}", stderr_path.display())))?;
-    let failed = |what: String| {
-        let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-        CliError::Other(format!("{what}; the server said: {}", said.trim()))
-    };
-
-    let start = Instant::now();
-    let child = clientele(exe, config, data_dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .map_err(|e| CliError::Other(format!("cannot start {} serve: {e}", exe.display())))?;
-    let mut server = Server { child };
-    let lines = stdout_lines(&mut server.child)?;
-
-    let port = wait_for_port(&lines, start).map_err(&failed)?;
-    let listening = start.elapsed();
-    wait_for_health(port, &tls, start).map_err(&failed)?;
-    let healthy = start.elapsed();
-
-    std::thread::sleep(idle);
-    let idle_rss_kib = resident_kib(server.child.id())?;
-    let stop = server.stop()?;
-    Ok(StartupRun {
-        listening,
-        healthy,
-        idle_rss_kib,
-        stop,
-    })
-}
-
-/// The child's standard output, line by line, read on a thread so waits can time out.
-fn stdout_lines(child: &mut Child) -> Result<Receiver<String>, CliError> {
-    let stdout = child.stdout.take().ok_or_else(|| {
-        CliError::Other("the started server has no standard output to read".into())
-    })?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("bench-serve-stdout".into())
-        .spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(|e| CliError::Other(format!("cannot start a reader thread: {e}")))?;
-    Ok(rx)
-}
-
-fn wait_for_port(lines: &Receiver<String>, start: Instant) -> Result<u16, String> {
-    loop {
-        let left = START_TIMEOUT.saturating_sub(start.elapsed());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(port) = serving_port(&line) {
-                    return Ok(port);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                return Err(format!(
-                    "the server did not say it was serving within {}s",
-                    START_TIMEOUT.as_secs()
-                ));
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err("the server exited before it was serving".into());
-            }
-        }
-    }
-}
-
-/// The port in `Clientele is serving on https://HOST:PORT/`.
-fn serving_port(line: &str) -> Option<u16> {
-    let rest = line.trim().strip_prefix(SERVING_PREFIX)?;
-    let authority = rest.trim_end_matches('/');
-    let (_, port) = authority.rsplit_once(':')?;
-    port.parse().ok()
-}
-
-fn wait_for_health(
-    port: u16,
-    tls: &Arc<rustls::ClientConfig>,
-    start: Instant,
-) -> Result<(), String> {
-    let mut last = String::new();
-    while start.elapsed() < START_TIMEOUT {
-        match healthz_status(port, tls) {
-            Ok(200) => return Ok(()),
-            Ok(status) => last = format!("/healthz answered {status}"),
-            Err(err) => last = err,
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Err(format!(
-        "no 200 from /healthz within {}s (last: {last})",
-        START_TIMEOUT.as_secs()
-    ))
-}
-
-/// A TLS client that trusts only the started server's self-signed certificate.
-fn tls_client(cert: &Path) -> Result<Arc<rustls::ClientConfig>, CliError> {
-    let unreadable = |e: &dyn std::fmt::Display| {
-        CliError::Other(format!(
-            "cannot use {} as a trust root: {e}",
-            cert.display()
-        ))
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for der in CertificateDer::pem_file_iter(cert).map_err(|e| unreadable(&e))? {
-        roots
-            .add(der.map_err(|e| unreadable(&e))?)
-            .map_err(|e| unreadable(&e))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| unreadable(&e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// One `GET /healthz` over a fresh TLS connection; the HTTP status.
-fn healthz_status(port: u16, tls: &Arc<rustls::ClientConfig>) -> Result<u16, String> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| format!("socket: {e}"))?;
-    tcp.set_write_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| format!("socket: {e}"))?;
-    let name = ServerName::try_from("localhost").map_err(|e| format!("server name: {e}"))?;
-    let connection =
-        rustls::ClientConnection::new(Arc::clone(tls), name).map_err(|e| format!("TLS: {e}"))?;
-    let mut stream = rustls::StreamOwned::new(connection, tcp);
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("request: {e}"))?;
-
-    let mut response = Vec::new();
-    match stream.read_to_end(&mut response) {
-        Ok(_) => {}
-        // A close without close_notify after a full answer is still an answer.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
-        Err(e) => return Err(format!("response: {e}")),
-    }
-    http_status(&response).ok_or_else(|| "the answer was not HTTP".into())
-}
-
-/// The status code of an HTTP/1.x response.
-fn http_status(response: &[u8]) -> Option<u16> {
-    let text = std::str::from_utf8(response.get(..response.len().min(64))?).ok()?;
-    let mut words = text.split_whitespace();
-    words
-        .next()
-        .filter(|version| version.starts_with("HTTP/1."))?;
-    words.next()?.parse().ok()
-}
-
-/// `VmRSS` of a process, in KiB.
-fn resident_kib(pid: u32) -> Result<u64, CliError> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path)
-        .map_err(|e| CliError::Other(format!("cannot read {path}: {e}")))?;
-    vm_rss_kib(&status).ok_or_else(|| CliError::Other(format!("{path} has no VmRSS line")))
-}
-
-fn vm_rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-// ---------------------------------------------------------------------------------------------
 // Report
 
 #[derive(Debug)]
@@ -1056,14 +653,6 @@ struct Report {
     durable: DurableFigures,
     startup: StartupFigures,
     disk: DiskUse,
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
-}
-
-fn print_row(name: &str, raw: &str, encrypted: &str, ratio: &str, target: &str, result: &str) {
-    println!("{name:<36} {raw:>16} {encrypted:>18} {ratio:>8}  {target:<10} {result}");
 }
 
 fn print_table(args: &StoreBenchArgs, report: &Report) {
@@ -1255,113 +844,9 @@ fn report_json(args: &StoreBenchArgs, report: &Report) -> serde_json::Value {
     })
 }
 
-// ---------------------------------------------------------------------------------------------
-// Arithmetic
-
-fn rate(count: u64, elapsed: Duration) -> f64 {
-    count as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
-}
-
-/// The median; 0 for no figures.
-fn median(figures: &[f64]) -> f64 {
-    let mut sorted = figures.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    match (
-        sorted.len() % 2,
-        sorted.get(mid),
-        mid.checked_sub(1).and_then(|m| sorted.get(m)),
-    ) {
-        (1, Some(&middle), _) => middle,
-        (0, Some(&high), Some(&low)) => f64::midpoint(low, high),
-        _ => 0.0,
-    }
-}
-
-/// The `per_mille` quantile of sorted durations (nearest rank); zero for none.
-fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
-    let Some(last) = sorted.len().checked_sub(1) else {
-        return Duration::ZERO;
-    };
-    let index = (last * per_mille.min(1000) + 500) / 1000;
-    sorted.get(index).copied().unwrap_or_default()
-}
-
-fn whole(figure: f64) -> f64 {
-    figure.round()
-}
-
-fn round3(figure: f64) -> f64 {
-    (figure * 1000.0).round() / 1000.0
-}
-
-/// `187204.6` as `187,205/s`.
-fn per_second(figure: f64) -> String {
-    let digits = format!("{figure:.0}");
-    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3 + 2);
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 && digit.is_ascii_digit() {
-            grouped.push(',');
-        }
-        grouped.push(digit);
-    }
-    grouped.push_str("/s");
-    grouped
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn serving_line_gives_the_port() {
-        assert_eq!(
-            serving_port("Clientele is serving on https://127.0.0.1:40123/"),
-            Some(40123)
-        );
-        assert_eq!(
-            serving_port("Clientele is serving on https://[::1]:8443/\n"),
-            Some(8443)
-        );
-        assert_eq!(serving_port("Created a Clientele store."), None);
-    }
-
-    #[test]
-    fn status_line_is_read() {
-        assert_eq!(
-            http_status(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"),
-            Some(200)
-        );
-        assert_eq!(
-            http_status(b"HTTP/1.1 503 Service Unavailable\r\n\r\n"),
-            Some(503)
-        );
-        assert_eq!(http_status(b"garbage"), None);
-    }
-
-    #[test]
-    fn rss_is_read_from_proc_status() {
-        let status = "Name:\tclientele\nVmPeak:\t  100 kB\nVmRSS:\t   23456 kB\nThreads:\t5\n";
-        assert_eq!(vm_rss_kib(status), Some(23456));
-    }
-
-    #[test]
-    fn medians_and_percentiles() {
-        assert!((median(&[3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
-        assert!((median(&[4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < f64::EPSILON);
-        assert!(median(&[]).abs() < f64::EPSILON);
-        let sorted: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&sorted, 500), Duration::from_millis(51));
-        assert_eq!(percentile(&sorted, 990), Duration::from_millis(99));
-        assert_eq!(percentile(&[], 500), Duration::ZERO);
-    }
-
-    #[test]
-    fn rates_are_grouped_by_thousands() {
-        assert_eq!(per_second(187_204.6), "187,205/s");
-        assert_eq!(per_second(999.0), "999/s");
-        assert_eq!(per_second(1_000_000.0), "1,000,000/s");
-    }
 
     #[test]
     fn values_are_distinct_and_full_length() {
