@@ -47,7 +47,10 @@ impl Default for SessionConfig {
         Self {
             idle_timeout: Duration::from_secs(30 * 60),
             absolute_timeout: Duration::from_secs(12 * 3600),
-            max_concurrent_hashes: 2,
+            // Half the cores: on a 2-core machine a second concurrent hash adds no sign-ins per
+            // second, it only takes the core that pages need (`clientele bench web`).
+            max_concurrent_hashes: std::thread::available_parallelism()
+                .map_or(1, |n| (n.get() / 2).max(1)),
         }
     }
 }

@@ -308,20 +308,53 @@ impl PasswordHasher {
 pub struct Busy;
 
 /// Bounds how many password hashes run at once, so a burst of logins cannot take all memory
-/// (each Argon2id hash holds `memory_kib`) or every blocking thread.
+/// (each Argon2id hash holds `memory_kib`) or every core.
+///
+/// Hashes run on the limiter's own threads, one per permit, never on the async executor. A
+/// fixed set of threads also bounds the allocator: with hashes spread over the runtime's
+/// blocking pool, glibc kept a 19 MiB block per thread arena and a sign-in flood grew the
+/// process past 700 MB (`clientele bench web`).
 #[derive(Debug, Clone)]
 pub struct HashLimiter {
     permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<HashJob>,
 }
 
+type HashJob = Box<dyn FnOnce() + Send>;
+
 impl HashLimiter {
-    /// A limiter allowing `permits` hashes at once. Zero is raised to one, since a limiter
-    /// that refuses everything would lock every account out.
+    /// A limiter allowing `permits` hashes at once, on as many threads. Zero is raised to
+    /// one, since a limiter that refuses everything would lock every account out.
     #[must_use]
     pub fn new(permits: usize) -> Self {
-        let permits = permits.clamp(1, Semaphore::MAX_PERMITS);
+        let permits = permits.clamp(1, 64);
+        let (jobs, queue) = std::sync::mpsc::channel::<HashJob>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..permits {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-hash-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = {
+                            let queue = queue
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            queue.recv()
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if spawned.is_err() {
+                tracing::error!("could not start a password-hash thread");
+            }
+        }
         Self {
             permits: Arc::new(Semaphore::new(permits)),
+            jobs,
         }
     }
 
@@ -332,29 +365,28 @@ impl HashLimiter {
         Arc::clone(&self.permits).try_acquire_owned().ok()
     }
 
-    /// Runs `f` (a hash or verify) on the blocking thread pool while holding a permit, or
-    /// refuses with [`Busy`] at once when none is free.
+    /// Runs `f` (a hash or verify) on a hash thread while holding a permit, or refuses with
+    /// [`Busy`] at once when none is free.
     ///
     /// The permit is held until `f` returns, even if the caller stops waiting (a client that
-    /// disconnects), so the count always matches the hashes really running. `Busy` is also
-    /// the answer when the runtime is shutting down and `f` never started. A panic in `f` is
-    /// passed on to the caller.
+    /// disconnects), so the count always matches the hashes really running. A panic in `f`
+    /// is passed on to the caller.
     pub async fn run_hash<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Busy> {
         let permit = self.try_acquire().ok_or(Busy)?;
-
-        let job = tokio::task::spawn_blocking(move || {
-            let result = f();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: HashJob = Box::new(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
             drop(permit);
-            result
+            let _ = reply.send(result);
         });
-
-        match job.await {
-            Ok(result) => Ok(result),
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(_cancelled) => Err(Busy),
+        self.jobs.send(job).map_err(|_| Busy)?;
+        match answer.await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(Busy),
         }
     }
 }
