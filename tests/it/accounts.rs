@@ -679,7 +679,7 @@ async fn a_damaged_record_is_a_500_with_a_request_id_and_no_internals() {
         running.stop().await;
     }
     {
-        let db = sled::open(dir.join("db")).unwrap();
+        let db = crate::support::raw_sled(&dir);
         let data = db.open_tree("data").unwrap();
         let prefix = clientele::store::Table::new("locations").store_key(b"");
         let (key, value) = data.scan_prefix(&prefix).next().unwrap().unwrap();

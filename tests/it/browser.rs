@@ -1,7 +1,7 @@
 //! Browser tests in headless Chromium, driven through `WebDriver` (`chromedriver`).
 //!
 //! They need Debian's `chromium` and `chromium-driver` packages. On a machine without them the
-//! test says so and passes; with `CLIENTELE_REQUIRE_BROWSER=1` (set by `.ci/run`) a missing
+//! test says so and passes; with `BROWSER_TESTS_REQUIRED=1` (set by `.ci/run`) a missing
 //! browser is a failure instead, so CI always runs it.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,7 +27,7 @@ use crate::web::{TestApp, current_code};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Set to 1 to turn a missing browser into a failure instead of a skip.
-const REQUIRE_VAR: &str = "CLIENTELE_REQUIRE_BROWSER";
+const REQUIRE_VAR: &str = "BROWSER_TESTS_REQUIRED";
 const NOT_INSTALLED: &str =
     "chromium/chromedriver not installed; install Debian's chromium and chromium-driver";
 
@@ -294,7 +294,7 @@ struct Chromedriver {
 
 impl Chromedriver {
     /// Starts chromedriver, or returns `None` after saying why when Chromium is not installed
-    /// (and panics instead when `CLIENTELE_REQUIRE_BROWSER=1`).
+    /// (and panics instead when `BROWSER_TESTS_REQUIRED=1`).
     async fn start_or_skip() -> Option<Self> {
         if !(Path::new(CHROMIUM).is_file() && Path::new(CHROMEDRIVER).is_file()) {
             assert!(

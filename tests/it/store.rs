@@ -238,7 +238,7 @@ fn tampered_or_moved_records_are_integrity_errors() {
 
     // Tamper below the store, as someone with the files (but not the key) could.
     {
-        let db = sled::open(tmp.path().join("db")).unwrap();
+        let db = support::raw_sled(tmp.path());
         let data = db.open_tree("data").unwrap();
         let raw = data
             .get(CUSTOMERS.store_key(b"victim"))

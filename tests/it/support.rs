@@ -188,3 +188,15 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Opens the raw sled database below a store, as someone with the files but not the key
+/// would; waits for sled to release the lock of a store that was just closed.
+pub fn raw_sled(dir: &Path) -> sled::Db {
+    for _ in 0..100 {
+        match sled::open(dir.join("db")) {
+            Ok(db) => return db,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    panic!("the store's database stayed locked");
+}
