@@ -53,6 +53,17 @@ pub(super) enum Change {
     FinishRewrite { term: u32 },
 }
 
+impl Change {
+    /// Whether checking this change needs to know which keys earlier sets staged.
+    fn needs_presence(&self) -> bool {
+        match self {
+            Self::Put { expect, .. } | Self::Delete { expect, .. } => *expect != Expect::Anything,
+            Self::Reseal { .. } => true,
+            Self::RewriteCursor { .. } | Self::FinishRewrite { .. } => false,
+        }
+    }
+}
+
 /// Which key seals a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sealing {
@@ -230,9 +241,14 @@ fn apply_group(shared: &Shared, commits: Vec<(ChangeSet, Reply)>) {
     let mut new_subjects: Vec<(Id, Zeroizing<[u8; 32]>)> = Vec::new();
     let mut outcomes: Vec<(Result<(), StoreError>, Reply)> = Vec::with_capacity(commits.len());
     let mut staged_any = false;
+    // Presence of staged keys only matters when some set of the group has an expectation or
+    // a re-seal to check; bulk writes without either skip the bookkeeping.
+    let track = commits
+        .iter()
+        .any(|(set, _)| set.changes.iter().any(Change::needs_presence));
 
     for (set, reply) in commits {
-        let outcome = stage(shared, set, &mut overlay, &mut new_subjects).map(|ops| {
+        let outcome = stage(shared, set, &mut overlay, &mut new_subjects, track).map(|ops| {
             for (key, value) in ops {
                 staged_any = true;
                 match value {
@@ -295,6 +311,7 @@ fn stage(
     set: ChangeSet,
     overlay: &mut Overlay,
     new_subjects: &mut Vec<(Id, Zeroizing<[u8; 32]>)>,
+    track: bool,
 ) -> Result<Staged, StoreError> {
     let mut ops: Staged = Vec::with_capacity(set.changes.len() + 1);
     let mut local = Overlay::new();
@@ -368,7 +385,9 @@ fn stage(
             Change::RewriteCursor { .. } | Change::FinishRewrite { .. } => None,
         };
         if let Some((store_key, value)) = staged {
-            local.insert(store_key.clone(), value.is_some());
+            if track {
+                local.insert(store_key.clone(), value.is_some());
+            }
             ops.push((store_key, value));
         }
     }

@@ -140,17 +140,20 @@ pub fn seal(
         .fill(&mut nonce)
         .map_err(|_| StoreError::Crypto("random source failed"))?;
     out.extend_from_slice(&nonce);
+    let body_start = out.len();
+    out.extend_from_slice(plaintext);
 
-    let aad = associated_data(&out[..header_len], store_key);
-    let mut body = plaintext.to_vec();
-    key.key
-        .seal_in_place_append_tag(
+    // Sealed in place in the output buffer: no second copy of the plaintext.
+    let (head, body) = out.split_at_mut(body_start);
+    let tag = with_associated_data(&head[..header_len], store_key, |aad| {
+        key.key.seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(aad),
-            &mut body,
+            body,
         )
-        .map_err(|_| StoreError::Crypto("seal failed"))?;
-    out.extend_from_slice(&body);
+    })
+    .map_err(|_| StoreError::Crypto("seal failed"))?;
+    out.extend_from_slice(tag.as_ref());
     Ok(out)
 }
 
@@ -175,26 +178,36 @@ pub fn open(
         .get(header.len + NONCE_LEN..)
         .ok_or(OpenError)?
         .to_vec();
-    let aad = associated_data(head, store_key);
-    let plain = key
-        .key
-        .open_in_place(
-            Nonce::assume_unique_for_key(nonce_bytes),
-            Aad::from(aad),
-            &mut body,
-        )
-        .map_err(|_| OpenError)?;
-    let len = plain.len();
+    let len = with_associated_data(head, store_key, |aad| {
+        key.key
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(aad),
+                &mut body,
+            )
+            .map(|plain| plain.len())
+    })
+    .map_err(|_| OpenError)?;
     body.truncate(len);
     Ok(body)
 }
 
-fn associated_data(header: &[u8], store_key: &[u8]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(header.len() + store_key.len() + 4);
-    aad.extend_from_slice(header);
-    aad.extend_from_slice(&(store_key.len() as u32).to_be_bytes());
-    aad.extend_from_slice(store_key);
-    aad
+/// Calls `f` with the associated data: the header, the store key's length (u32, big-endian)
+/// and the store key. Built on the stack when it fits, as it does for every key we write.
+fn with_associated_data<T>(header: &[u8], store_key: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
+    let len = header.len() + 4 + store_key.len();
+    let mut stack = [0u8; 192];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    buf[..header.len()].copy_from_slice(header);
+    buf[header.len()..header.len() + 4].copy_from_slice(&(store_key.len() as u32).to_be_bytes());
+    buf[header.len() + 4..].copy_from_slice(store_key);
+    f(buf)
 }
 
 #[cfg(test)]
