@@ -141,7 +141,10 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             args,
             cli.passphrase_stdin,
         )
-        .map(|()| ExitCode::SUCCESS),
+        .map(|()| {
+            println!("Start it with: clientele serve");
+            ExitCode::SUCCESS
+        }),
         Command::Serve(ref args) => serve(cli, config, args),
         Command::Doctor(ref args) => Ok(doctor::run(&config, cli_key_source(cli), args)),
         Command::Keys(ref command) => keys::run(&config, &key_source(cli, &config)?, command),
@@ -305,7 +308,6 @@ fn init(
         crate::control::Response::Error { message } => return Err(CliError::Other(message)),
         other => return Err(CliError::Other(format!("unexpected answer: {other:?}"))),
     }
-    println!("Start it with: clientele serve");
     Ok(())
 }
 
