@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 use tracing::warn;
@@ -156,8 +156,6 @@ pub async fn answer(request: Request, store: Store) -> Response {
         },
     }
 }
-
-use tokio::io::AsyncReadExt as _;
 
 /// Why a control request did not get an answer.
 #[derive(Debug, thiserror::Error)]

@@ -165,7 +165,7 @@ fn kill_during_rotation_leaves_every_record_readable() {
         }
         assert!(Instant::now() < deadline, "child never rotated");
     }
-    std::thread::sleep(Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(5));
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -173,6 +173,15 @@ fn kill_during_rotation_leaves_every_record_readable() {
     let status = store.key_status();
     assert_eq!(status.current_term, 2);
     let report = store.verify_all();
+    let old = report
+        .terms
+        .iter()
+        .find(|(term, _)| *term == 1)
+        .map_or(0, |(_, n)| *n);
+    assert!(
+        old > 0 && status.rewrite_pending,
+        "the kill must land mid-rewrite to mean anything ({old} records still on term 1)"
+    );
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(report.tables.get("crashlog"), Some(&20_000));
     // The rewrite resumes where it stopped and finishes.

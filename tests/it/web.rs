@@ -28,6 +28,11 @@ impl TestApp {
     pub async fn start_with(deps: Deps) -> Self {
         let dir = tempfile::tempdir().unwrap();
         init_store(dir.path());
+        Self::launch(dir, deps).await
+    }
+
+    /// Starts the appliance on an initialised folder.
+    async fn launch(dir: tempfile::TempDir, deps: Deps) -> Self {
         let app = app::start(config(dir.path()), deps, key_source(dir.path()))
             .await
             .unwrap();
@@ -90,19 +95,7 @@ impl TestApp {
         if let Some(app) = self.app.take() {
             app.stop().await;
         }
-        let app = app::start(
-            config(self.dir.path()),
-            Deps::system(),
-            key_source(self.dir.path()),
-        )
-        .await
-        .unwrap();
-        let base = format!("https://localhost:{}", app.https_addr.port());
-        Self {
-            app: Some(app),
-            base,
-            dir: self.dir,
-        }
+        Self::launch(self.dir, Deps::system()).await
     }
 
     pub async fn stop(mut self) {
