@@ -246,14 +246,24 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        apply_env(&mut table, env)?;
+        let from_env = apply_env(&mut table, env)?;
 
         let config: Self =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+                let key = err.path().to_string();
+                let message = err.inner().to_string();
+                // A key set by a variable is blamed on the variable, not on the file.
+                let variable = from_env.iter().find(|(path, _)| {
+                    let (parent, last) = path.rsplit_once('.').unwrap_or((".", path.as_str()));
+                    *path == key || (parent == key && message.contains(&format!("`{last}`")))
+                });
                 ConfigError::Invalid {
-                    origin: origin.to_owned(),
-                    key: err.path().to_string(),
-                    message: err.inner().to_string(),
+                    origin: variable.map_or_else(
+                        || origin.to_owned(),
+                        |(_, name)| format!("environment variable {name}"),
+                    ),
+                    key,
+                    message,
                 }
             })?;
         config.validate()?;
@@ -333,10 +343,12 @@ fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
 /// Applies `CLIENTELE_SECTION__KEY=value` (nested keys joined by a double underscore) and
 /// `CLIENTELE_KEY=value` (top-level keys). A value is read as a TOML value when it parses as
 /// one (numbers, booleans, arrays) and as a string otherwise.
+/// Returns the dotted key path and name of every variable applied.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut applied = Vec::new();
     let overrides: BTreeMap<String, String> = env
         .into_iter()
         .filter(|(name, _)| name.starts_with(ENV_PREFIX) && !ENV_FLAGS.contains(&name.as_str()))
@@ -364,8 +376,9 @@ fn apply_env(
                 .ok_or_else(|| ConfigError::UnknownVariable { name: name.clone() })?;
         }
         node.insert(last.clone(), value);
+        applied.push((path.join("."), name));
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// Environment variables that belong to command-line flags, not to config keys.
@@ -462,6 +475,22 @@ mod tests {
         );
         let err = load_text("[server]\nlisten = \"nowhere\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_variable_is_blamed_on_the_variable() {
+        let err = load_text("", &[("CLIENTELE_REQUIRE_BROWSER", "1")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("environment variable CLIENTELE_REQUIRE_BROWSER"),
+            "{err}"
+        );
+        let err = load_text("", &[("CLIENTELE_SERVER__LISTEN", "nowhere")]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("CLIENTELE_SERVER__LISTEN") && text.contains("server.listen"),
+            "{text}"
+        );
     }
 
     #[test]
