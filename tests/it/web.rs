@@ -163,7 +163,8 @@ pub async fn login_with(
 }
 
 /// Enrols a second factor from the enrolment page; returns the secret.
-pub async fn enrol(client: &reqwest::Client, app: &TestApp) -> String {
+/// Enrols a TOTP second factor; returns the secret and the code that confirmed it.
+pub async fn enrol(client: &reqwest::Client, app: &TestApp) -> (String, String) {
     let page = client
         .get(app.url("/account/second-factor"))
         .send()
@@ -187,13 +188,18 @@ pub async fn enrol(client: &reqwest::Client, app: &TestApp) -> String {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.text().await.unwrap().contains("recovery-codes"));
-    secret
+    (secret, code)
 }
 
 pub fn current_code(secret: &str) -> String {
+    code_in(secret, 0)
+}
+
+/// The code an authenticator shows `offset_secs` from now.
+pub fn code_in(secret: &str, offset_secs: i64) -> String {
     let secret = totp::TotpSecret::from_base32(secret).unwrap();
     let now = clientele::clock::Clock::now(&SystemClock).as_second();
-    format!("{:06}", totp::code_at(&secret, now))
+    format!("{:06}", totp::code_at(&secret, now + offset_secs))
 }
 
 /// Posts a form on `path` with the CSRF token of `page_path`.
