@@ -51,6 +51,63 @@ pub(super) enum Change {
     RewriteCursor { term: u32, position: Vec<u8> },
     /// Ends the rewrite, when `term` is still current.
     FinishRewrite { term: u32 },
+    /// Appends an entry to a hash-chained log table, at the next sequence number.
+    Append { log: Table, entry: Box<dyn Chained> },
+}
+
+/// An entry of a hash-chained log (the audit trail), finished by the committer once its place
+/// in the chain is known, so concurrent writers can never fork or reorder the chain.
+pub trait Chained: Send + std::fmt::Debug {
+    /// Encodes the entry at `link`; returns its bytes and its own hash (the next link's
+    /// `prev`). An error refuses the whole change set: the log fails closed.
+    fn finish(&self, link: &Link) -> Result<(Vec<u8>, [u8; 32]), String>;
+}
+
+/// Where an appended entry sits in its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// 1 for the first entry of the log.
+    pub seq: u64,
+    /// Hash of the entry before (all zeroes for the first).
+    pub prev: [u8; 32],
+    /// Commit time, never earlier than the entry before.
+    pub time: jiff::Timestamp,
+}
+
+/// The newest entry of a log: what the next entry links to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHead {
+    /// Sequence number of the newest entry; 0 for an empty log.
+    pub seq: u64,
+    pub hash: [u8; 32],
+    pub time: jiff::Timestamp,
+}
+
+impl LogHead {
+    pub(super) const EMPTY: Self = Self {
+        seq: 0,
+        hash: [0; 32],
+        time: jiff::Timestamp::UNIX_EPOCH,
+    };
+}
+
+/// Bytes stored before an appended entry: its hash and its time (nanoseconds, big-endian), so
+/// the head can be found again at open without knowing the entry's encoding.
+pub(super) const LOG_PREFIX_LEN: usize = 32 + 16;
+
+pub(super) fn log_value(hash: &[u8; 32], time: jiff::Timestamp, bytes: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(LOG_PREFIX_LEN + bytes.len());
+    value.extend_from_slice(hash);
+    value.extend_from_slice(&time.as_nanosecond().to_be_bytes());
+    value.extend_from_slice(bytes);
+    value
+}
+
+pub(super) fn log_head_of(seq: u64, value: &[u8]) -> Option<LogHead> {
+    let hash: [u8; 32] = value.get(..32)?.try_into().ok()?;
+    let nanos = i128::from_be_bytes(value.get(32..48)?.try_into().ok()?);
+    let time = jiff::Timestamp::from_nanosecond(nanos).ok()?;
+    Some(LogHead { seq, hash, time })
 }
 
 impl Change {
@@ -59,7 +116,7 @@ impl Change {
         match self {
             Self::Put { expect, .. } | Self::Delete { expect, .. } => *expect != Expect::Anything,
             Self::Reseal { .. } => true,
-            Self::RewriteCursor { .. } | Self::FinishRewrite { .. } => false,
+            Self::RewriteCursor { .. } | Self::FinishRewrite { .. } | Self::Append { .. } => false,
         }
     }
 }
@@ -140,6 +197,13 @@ impl ChangeSet {
             key: key.into(),
             expect: Expect::Anything,
         });
+        self
+    }
+
+    /// Appends `entry` to the hash-chained `log`; it lands with the rest of the set or not at
+    /// all.
+    pub fn append(&mut self, log: Table, entry: Box<dyn Chained>) -> &mut Self {
+        self.changes.push(Change::Append { log, entry });
         self
     }
 
@@ -240,6 +304,7 @@ fn apply_group(shared: &Shared, commits: Vec<(ChangeSet, Reply)>) {
     let mut overlay: HashMap<Vec<u8>, bool> = HashMap::new();
     let mut new_subjects: Vec<(Id, Zeroizing<[u8; 32]>)> = Vec::new();
     let mut outcomes: Vec<(Result<(), StoreError>, Reply)> = Vec::with_capacity(commits.len());
+    let mut heads = Heads::new();
     let mut staged_any = false;
     // Presence of staged keys only matters when some set of the group has an expectation or
     // a re-seal to check; bulk writes without either skip the bookkeeping.
@@ -248,7 +313,15 @@ fn apply_group(shared: &Shared, commits: Vec<(ChangeSet, Reply)>) {
         .any(|(set, _)| set.changes.iter().any(Change::needs_presence));
 
     for (set, reply) in commits {
-        let outcome = stage(shared, set, &mut overlay, &mut new_subjects, track).map(|ops| {
+        let outcome = stage(
+            shared,
+            set,
+            &mut overlay,
+            &mut new_subjects,
+            &mut heads,
+            track,
+        )
+        .map(|ops| {
             for (key, value) in ops {
                 staged_any = true;
                 match value {
@@ -265,6 +338,9 @@ fn apply_group(shared: &Shared, commits: Vec<(ChangeSet, Reply)>) {
     } else {
         Ok(())
     };
+    if written.is_ok() && !heads.is_empty() {
+        shared.log_heads().extend(heads);
+    }
     if let Err(err) = &written {
         // The reservation staged with this group may not have landed: write a new one next time.
         shared.keyring.forget_reservation();
@@ -305,16 +381,22 @@ type Staged = Vec<StagedOp>;
 /// Pending presence of keys staged earlier in the group (true: written, false: deleted).
 type Overlay = HashMap<Vec<u8>, bool>;
 
+/// Log heads moved by the group so far, by log table name.
+type Heads = HashMap<&'static str, LogHead>;
+
 /// Checks a set's expectations and seals its values, without touching the store.
 fn stage(
     shared: &Shared,
     set: ChangeSet,
     overlay: &mut Overlay,
     new_subjects: &mut Vec<(Id, Zeroizing<[u8; 32]>)>,
+    heads: &mut Heads,
     track: bool,
 ) -> Result<Staged, StoreError> {
     let mut ops: Staged = Vec::with_capacity(set.changes.len() + 1);
     let mut local = Overlay::new();
+    // Heads this set moved; they join the group's only if the whole set stages.
+    let mut local_heads = Heads::new();
     let seals = set
         .changes
         .iter()
@@ -325,6 +407,7 @@ fn stage(
                     sealing: Sealing::DataKey,
                     ..
                 } | Change::Reseal { .. }
+                    | Change::Append { .. }
             )
         })
         .count() as u64;
@@ -383,6 +466,41 @@ fn stage(
             }
             // A rotation since the rewriter read its cursor: the rotation's reset stands.
             Change::RewriteCursor { .. } | Change::FinishRewrite { .. } => None,
+            Change::Append { log, entry } => {
+                let head = match local_heads
+                    .get(log.name())
+                    .or_else(|| heads.get(log.name()))
+                {
+                    Some(head) => *head,
+                    None => shared.log_head(log)?,
+                };
+                let link = Link {
+                    seq: head.seq + 1,
+                    prev: head.hash,
+                    time: shared.clock.now().max(head.time),
+                };
+                let (bytes, hash) =
+                    entry
+                        .finish(&link)
+                        .map_err(|reason| StoreError::LogRefused {
+                            log: log.name(),
+                            reason,
+                        })?;
+                let store_key = log.store_key(&link.seq.to_be_bytes());
+                let value = Zeroizing::new(log_value(&hash, link.time, &bytes));
+                let sealed = shared
+                    .keyring
+                    .seal_current(&store_key, &value, &shared.nonces)?;
+                local_heads.insert(
+                    log.name(),
+                    LogHead {
+                        seq: link.seq,
+                        hash,
+                        time: link.time,
+                    },
+                );
+                Some((store_key, Some(sealed)))
+            }
         };
         if let Some((store_key, value)) = staged {
             if track {
@@ -392,6 +510,7 @@ fn stage(
         }
     }
     overlay.extend(local);
+    heads.extend(local_heads);
     Ok(ops)
 }
 

@@ -38,7 +38,7 @@ use zeroize::Zeroizing;
 use crate::clock::{Clock, Random};
 use crate::domain::Id;
 
-pub use commit::{ChangeSet, Expect, Sealing};
+pub use commit::{Chained, ChangeSet, Expect, Link, LogHead, Sealing};
 use keyring::{KEYRING, Keyring, OpenFailure};
 pub use master::{KdfParams, MasterKey, MasterKeySource};
 use seal::KeyRef;
@@ -162,6 +162,8 @@ pub enum StoreError {
     Decode(String),
     #[error("the store is closed")]
     Closed,
+    #[error("the {log} log refused an entry, so the whole write was refused: {reason}")]
+    LogRefused { log: &'static str, reason: String },
 }
 
 impl StoreError {
@@ -210,6 +212,8 @@ struct Shared {
     group_window: Duration,
     max_encryptions_per_term: u64,
     rewriter: Mutex<Option<Sender<()>>>,
+    /// Heads of the hash-chained logs, loaded at first use; moved only by the committer.
+    log_heads: Mutex<std::collections::HashMap<&'static str, LogHead>>,
     /// Set when the store is being closed; background work stops at its next step.
     closing: std::sync::atomic::AtomicBool,
 }
@@ -225,6 +229,32 @@ impl Shared {
         self.subjects
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn log_heads(&self) -> MutexGuard<'_, std::collections::HashMap<&'static str, LogHead>> {
+        lock(&self.log_heads)
+    }
+
+    /// The newest entry of `log`, read from the store the first time.
+    fn log_head(&self, log: Table) -> Result<LogHead, StoreError> {
+        if let Some(head) = self.log_heads().get(log.name()) {
+            return Ok(*head);
+        }
+        let head = match self.data.scan_prefix(log.prefix()).next_back() {
+            Some(entry) => {
+                let (store_key, raw) = entry?;
+                let seq = store_key[log.prefix().len()..]
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Decode(format!("{}: bad sequence key", log.name())))?;
+                let plain = Zeroizing::new(self.open_raw(&store_key, &raw)?);
+                commit::log_head_of(seq, &plain)
+                    .ok_or_else(|| StoreError::Decode(format!("{}: bad log entry", log.name())))?
+            }
+            None => LogHead::EMPTY,
+        };
+        self.log_heads().insert(log.name(), head);
+        Ok(head)
     }
 
     fn wake_rewriter(&self) {
@@ -470,6 +500,7 @@ impl Store {
             group_window: options.group_commit_window,
             max_encryptions_per_term: options.max_encryptions_per_term,
             rewriter: Mutex::new(None),
+            log_heads: Mutex::new(std::collections::HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
         });
 
@@ -594,6 +625,44 @@ impl Store {
                 Ok((key, value))
             })
             .collect()
+    }
+
+    /// The newest entry of a hash-chained log (sequence 0 when it is empty).
+    pub fn log_head(&self, log: Table) -> Result<LogHead, StoreError> {
+        self.shared().log_head(log)
+    }
+
+    /// Entries of a hash-chained log with sequence numbers in `from..=to`, oldest first (or
+    /// newest first when `reverse`), as stored by [`Chained::finish`].
+    pub fn log_entries(
+        &self,
+        log: Table,
+        from: u64,
+        to: u64,
+        reverse: bool,
+    ) -> Box<dyn Iterator<Item = Result<(u64, Zeroizing<Vec<u8>>), StoreError>> + '_> {
+        let start = log.store_key(&from.to_be_bytes());
+        let end = log.store_key(&to.to_be_bytes());
+        let range = self.shared().data.range(start..=end);
+        let prefix_len = log.prefix().len();
+        let open = move |entry: sled::Result<(sled::IVec, sled::IVec)>| {
+            let (store_key, raw) = entry?;
+            let seq = store_key[prefix_len..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Decode(format!("{}: bad sequence key", log.name())))?;
+            let mut plain = self.shared().open_raw(&store_key, &raw)?;
+            if plain.len() < commit::LOG_PREFIX_LEN {
+                return Err(StoreError::Decode(format!("{}: bad log entry", log.name())));
+            }
+            plain.drain(..commit::LOG_PREFIX_LEN);
+            Ok((seq, Zeroizing::new(plain)))
+        };
+        if reverse {
+            Box::new(range.rev().map(open))
+        } else {
+            Box::new(range.map(open))
+        }
     }
 
     /// Number of records in `table`.

@@ -405,3 +405,147 @@ fn blind_indexes_are_stable_and_purpose_bound() {
         "keys differ per store"
     );
 }
+
+const LOG: Table = Table::new("testlog");
+
+/// A log entry that encodes its link, or refuses to be written.
+#[derive(Debug)]
+struct Note {
+    text: &'static str,
+    refuse: bool,
+}
+
+impl clientele::store::Chained for Note {
+    fn finish(&self, link: &clientele::store::Link) -> Result<(Vec<u8>, [u8; 32]), String> {
+        if self.refuse {
+            return Err("refused on purpose".into());
+        }
+        let bytes = format!("{}|{}|{}", link.seq, hex(&link.prev), self.text).into_bytes();
+        let hash: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &bytes)
+            .as_ref()
+            .try_into()
+            .unwrap();
+        Ok((bytes, hash))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn concurrent_appends_form_one_chain_that_survives_reopening() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_store(tmp.path());
+    let store = open_store(tmp.path());
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let mut set = ChangeSet::new();
+                    set.append(
+                        LOG,
+                        Box::new(Note {
+                            text: "x",
+                            refuse: false,
+                        }),
+                    );
+                    store.commit_blocking(set).unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let check = |store: &clientele::store::Store| {
+        let mut prev = [0u8; 32];
+        let mut seqs = Vec::new();
+        for entry in store.log_entries(LOG, 1, u64::MAX, false) {
+            let (seq, bytes) = entry.unwrap();
+            let text = String::from_utf8(bytes.to_vec()).unwrap();
+            assert!(
+                text.starts_with(&format!("{seq}|{}|", hex(&prev))),
+                "entry {seq} does not link to the one before"
+            );
+            prev = ring::digest::digest(&ring::digest::SHA256, &bytes)
+                .as_ref()
+                .try_into()
+                .unwrap();
+            seqs.push(seq);
+        }
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+        let head = store.log_head(LOG).unwrap();
+        assert_eq!((head.seq, head.hash), (200, prev));
+    };
+    check(&store);
+    drop(store);
+
+    // After reopening, the next entry links to the stored head.
+    let store = open_store(tmp.path());
+    let mut set = ChangeSet::new();
+    set.append(
+        LOG,
+        Box::new(Note {
+            text: "after",
+            refuse: false,
+        }),
+    );
+    store.commit_blocking(set).unwrap();
+    assert_eq!(store.log_head(LOG).unwrap().seq, 201);
+    let newest: Vec<u64> = store
+        .log_entries(LOG, 1, u64::MAX, true)
+        .take(2)
+        .map(|e| e.unwrap().0)
+        .collect();
+    assert_eq!(newest, vec![201, 200]);
+}
+
+#[test]
+fn a_refused_log_entry_refuses_the_business_write_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_store(tmp.path());
+    let store = open_store(tmp.path());
+    let mut set = ChangeSet::new();
+    set.put(CUSTOMERS, b"c1".to_vec(), b"{}".to_vec());
+    set.append(
+        LOG,
+        Box::new(Note {
+            text: "x",
+            refuse: true,
+        }),
+    );
+    let err = store.commit_blocking(set).unwrap_err();
+    assert!(matches!(err, StoreError::LogRefused { .. }), "{err}");
+    assert!(store.get(CUSTOMERS, b"c1").unwrap().is_none());
+    assert_eq!(store.log_head(LOG).unwrap().seq, 0);
+
+    // A set refused for its expectation does not use up a sequence number either.
+    let mut set = ChangeSet::new();
+    set.append(
+        LOG,
+        Box::new(Note {
+            text: "y",
+            refuse: false,
+        }),
+    );
+    set.put_with(
+        CUSTOMERS,
+        b"c2".to_vec(),
+        b"{}".to_vec(),
+        Sealing::DataKey,
+        Expect::Present,
+    );
+    assert!(store.commit_blocking(set).is_err());
+    let mut set = ChangeSet::new();
+    set.append(
+        LOG,
+        Box::new(Note {
+            text: "z",
+            refuse: false,
+        }),
+    );
+    store.commit_blocking(set).unwrap();
+    assert_eq!(store.log_head(LOG).unwrap().seq, 1);
+}
