@@ -466,41 +466,13 @@ fn stage(
             }
             // A rotation since the rewriter read its cursor: the rotation's reset stands.
             Change::RewriteCursor { .. } | Change::FinishRewrite { .. } => None,
-            Change::Append { log, entry } => {
-                let head = match local_heads
-                    .get(log.name())
-                    .or_else(|| heads.get(log.name()))
-                {
-                    Some(head) => *head,
-                    None => shared.log_head(log)?,
-                };
-                let link = Link {
-                    seq: head.seq + 1,
-                    prev: head.hash,
-                    time: shared.clock.now().max(head.time),
-                };
-                let (bytes, hash) =
-                    entry
-                        .finish(&link)
-                        .map_err(|reason| StoreError::LogRefused {
-                            log: log.name(),
-                            reason,
-                        })?;
-                let store_key = log.store_key(&link.seq.to_be_bytes());
-                let value = Zeroizing::new(log_value(&hash, link.time, &bytes));
-                let sealed = shared
-                    .keyring
-                    .seal_current(&store_key, &value, &shared.nonces)?;
-                local_heads.insert(
-                    log.name(),
-                    LogHead {
-                        seq: link.seq,
-                        hash,
-                        time: link.time,
-                    },
-                );
-                Some((store_key, Some(sealed)))
-            }
+            Change::Append { log, entry } => Some(stage_append(
+                shared,
+                log,
+                entry.as_ref(),
+                heads,
+                &mut local_heads,
+            )?),
         };
         if let Some((store_key, value)) = staged {
             if track {
@@ -512,6 +484,49 @@ fn stage(
     overlay.extend(local);
     heads.extend(local_heads);
     Ok(ops)
+}
+
+/// Links a log entry to the newest head (this set's, the group's, or the stored one) and seals
+/// it.
+fn stage_append(
+    shared: &Shared,
+    log: Table,
+    entry: &dyn Chained,
+    heads: &Heads,
+    local_heads: &mut Heads,
+) -> Result<StagedOp, StoreError> {
+    let head = match local_heads
+        .get(log.name())
+        .or_else(|| heads.get(log.name()))
+    {
+        Some(head) => *head,
+        None => shared.log_head(log)?,
+    };
+    let link = Link {
+        seq: head.seq + 1,
+        prev: head.hash,
+        time: shared.clock.now().max(head.time),
+    };
+    let (bytes, hash) = entry
+        .finish(&link)
+        .map_err(|reason| StoreError::LogRefused {
+            log: log.name(),
+            reason,
+        })?;
+    let store_key = log.store_key(&link.seq.to_be_bytes());
+    let value = Zeroizing::new(log_value(&hash, link.time, &bytes));
+    let sealed = shared
+        .keyring
+        .seal_current(&store_key, &value, &shared.nonces)?;
+    local_heads.insert(
+        log.name(),
+        LogHead {
+            seq: link.seq,
+            hash,
+            time: link.time,
+        },
+    );
+    Ok((store_key, Some(sealed)))
 }
 
 /// Refuses a change whose expectation about the record's presence does not hold.

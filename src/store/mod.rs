@@ -44,6 +44,10 @@ pub use master::{KdfParams, MasterKey, MasterKeySource};
 use seal::KeyRef;
 use subjects::SubjectKeys;
 
+/// Entries of a hash-chained log: sequence number and the entry's bytes.
+pub type LogEntries<'a> =
+    Box<dyn Iterator<Item = Result<(u64, Zeroizing<Vec<u8>>), StoreError>> + 'a>;
+
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -634,13 +638,8 @@ impl Store {
 
     /// Entries of a hash-chained log with sequence numbers in `from..=to`, oldest first (or
     /// newest first when `reverse`), as stored by [`Chained::finish`].
-    pub fn log_entries(
-        &self,
-        log: Table,
-        from: u64,
-        to: u64,
-        reverse: bool,
-    ) -> Box<dyn Iterator<Item = Result<(u64, Zeroizing<Vec<u8>>), StoreError>> + '_> {
+    #[must_use]
+    pub fn log_entries(&self, log: Table, from: u64, to: u64, reverse: bool) -> LogEntries<'_> {
         let start = log.store_key(&from.to_be_bytes());
         let end = log.store_key(&to.to_be_bytes());
         let range = self.shared().data.range(start..=end);
