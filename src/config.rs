@@ -26,6 +26,34 @@ pub struct Config {
     pub store: StoreConfig,
     pub log: LogConfig,
     pub session: SessionConfig,
+    pub audit: AuditConfig,
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// A signed checkpoint is made after this many new entries.
+    pub checkpoint_entries: u64,
+    /// ... and at least this often while entries keep coming.
+    #[serde(deserialize_with = "duration")]
+    pub checkpoint_interval: Duration,
+    /// Entries older than this are archived (signed export) and then dropped.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+    /// Stops every deletion of audit entries (litigation, investigation).
+    pub legal_hold: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_entries: 1000,
+            checkpoint_interval: Duration::from_secs(10 * 60),
+            retention: Duration::from_secs(400 * 24 * 3600),
+            legal_hold: false,
+        }
+    }
 }
 
 /// Sign-in sessions.
@@ -131,6 +159,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             log: LogConfig::default(),
             session: SessionConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -297,6 +326,15 @@ impl Config {
                 "store.max_encryptions_per_term",
                 "must be between 1 and 4294967296 (2^32)",
             );
+        }
+        if self.audit.checkpoint_entries == 0 {
+            return invalid("audit.checkpoint_entries", "must be at least 1");
+        }
+        if self.audit.checkpoint_interval < Duration::from_secs(1) {
+            return invalid("audit.checkpoint_interval", "must be at least one second");
+        }
+        if self.audit.retention < Duration::from_secs(24 * 3600) {
+            return invalid("audit.retention", "must be at least one day");
         }
         if self.session.max_concurrent_hashes == 0 {
             return invalid("session.max_concurrent_hashes", "must be at least 1");

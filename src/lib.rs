@@ -4,6 +4,7 @@
 //! and the integration tests both call it.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;

@@ -6,6 +6,7 @@
 #![allow(clippy::too_many_lines)]
 
 mod accounts;
+mod audit;
 mod browser;
 mod cli;
 mod crash;

@@ -1,0 +1,190 @@
+//! The canonical encoding of an entry and its hash: the part an auditor re-implements.
+//!
+//! An entry is one line of JSON: the members below, in this order, no spaces, strings escaped
+//! the minimal JSON way (`"` `\` and control characters; `\n`, `\r`, `\t`, `\b`, `\f` short,
+//! others `\u00XX` lower-case), absent values as `null`:
+//!
+//! ```text
+//! seq time action outcome actor_kind actor_id actor_name actor_role address
+//! target_type target_id store reason fields prev hash
+//! ```
+//!
+//! `hash` is the SHA-256, in lower-case hex, of the line without its final `,"hash":"…"`
+//! member (that is, the same bytes ending in `}` right after `prev`). `prev` is the `hash` of
+//! the entry before, or 64 zeroes for entry 1. `time` is UTC with microseconds
+//! (`2026-12-03T19:44:17.123456Z`) and never goes back from one entry to the next.
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{ActorKind, Outcome};
+
+/// Hash of the entry "before" entry 1.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One decoded audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub seq: u64,
+    pub time: String,
+    pub action: String,
+    pub outcome: Outcome,
+    pub actor_kind: ActorKind,
+    pub actor_id: String,
+    pub actor_name: String,
+    pub actor_role: Option<String>,
+    pub address: Option<String>,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub store: Option<String>,
+    pub reason: String,
+    pub fields: Vec<String>,
+    pub prev: String,
+    pub hash: String,
+}
+
+/// Why a line is not a valid entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("not a JSON audit entry: {0}")]
+    Malformed(String),
+    #[error("not in canonical form (re-encoding it gives different bytes)")]
+    NotCanonical,
+    #[error("its hash does not match its content")]
+    BadHash,
+}
+
+impl Entry {
+    /// The bytes the hash covers: the canonical line without `hash`.
+    fn body(&self) -> Result<String, String> {
+        let line = self.to_line()?;
+        Ok(strip_hash(&line).to_owned() + "}")
+    }
+
+    /// Computes and sets `hash`; returns it.
+    pub fn seal(&mut self) -> Result<[u8; 32], String> {
+        self.hash.clear();
+        let body = self.body()?;
+        let digest = sha256(body.as_bytes());
+        self.hash = data_encoding::HEXLOWER.encode(&digest);
+        Ok(digest)
+    }
+
+    /// The canonical line (no trailing newline).
+    pub fn to_line(&self) -> Result<String, String> {
+        serde_json::to_string(self).map_err(|err| err.to_string())
+    }
+
+    /// Parses one line and checks that it is canonical and that its hash matches; the chain
+    /// link (`prev`) is the caller's to check.
+    pub fn parse_line(line: &str) -> Result<Self, LineError> {
+        let entry: Self =
+            serde_json::from_str(line).map_err(|err| LineError::Malformed(err.to_string()))?;
+        let again = entry
+            .to_line()
+            .map_err(|err| LineError::Malformed(err.clone()))?;
+        if again != line {
+            return Err(LineError::NotCanonical);
+        }
+        let body = strip_hash(line).to_owned() + "}";
+        if data_encoding::HEXLOWER.encode(&sha256(body.as_bytes())) != entry.hash {
+            return Err(LineError::BadHash);
+        }
+        Ok(entry)
+    }
+
+    /// The time as a timestamp.
+    #[must_use]
+    pub fn timestamp(&self) -> Option<jiff::Timestamp> {
+        self.time.parse().ok()
+    }
+}
+
+/// The line up to (not including) its `,"hash":` member.
+fn strip_hash(line: &str) -> &str {
+    line.rfind(",\"hash\":").map_or(line, |at| &line[..at])
+}
+
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// The entry time format: UTC, microseconds.
+#[must_use]
+pub fn format_time(time: jiff::Timestamp) -> String {
+    format!("{time:.6}")
+}
+
+/// Whether `name` looks like a field name (`email`, `address.postcode`), not a value.
+#[must_use]
+pub fn is_field_name(name: &str) -> bool {
+    (1..=48).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        Entry {
+            seq: 7,
+            time: "2026-12-03T19:44:17.123456Z".into(),
+            action: "user.created".into(),
+            outcome: Outcome::Success,
+            actor_kind: ActorKind::User,
+            actor_id: "01JX".into(),
+            actor_name: "a\"dmin\n|=]\\\u{1}".into(),
+            actor_role: Some("admin".into()),
+            address: Some("10.0.0.1".into()),
+            target_type: Some("user".into()),
+            target_id: Some("01JY".into()),
+            store: None,
+            reason: String::new(),
+            fields: vec!["role".into()],
+            prev: GENESIS.into(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_sealed_line_parses_back_and_any_change_breaks_it() {
+        let mut entry = sample();
+        entry.seal().unwrap();
+        let line = entry.to_line().unwrap();
+        assert!(!line.contains('\n'), "one line whatever the content");
+        assert_eq!(Entry::parse_line(&line).unwrap(), entry);
+
+        let edited = line.replace("user.created", "user.updated");
+        assert_eq!(Entry::parse_line(&edited), Err(LineError::BadHash));
+        let spaced = line.replacen(',', ", ", 1);
+        assert_eq!(Entry::parse_line(&spaced), Err(LineError::NotCanonical));
+        assert!(matches!(
+            Entry::parse_line(&line[..line.len() - 3]),
+            Err(LineError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn the_hash_covers_the_line_without_its_hash_member() {
+        let mut entry = sample();
+        let digest = entry.seal().unwrap();
+        let line = entry.to_line().unwrap();
+        let body = format!("{}}}", &line[..line.rfind(",\"hash\":").unwrap()]);
+        assert!(body.ends_with(&format!("\"prev\":\"{GENESIS}\"}}")));
+        assert_eq!(sha256(body.as_bytes()), digest);
+    }
+
+    #[test]
+    fn field_names_are_identifiers() {
+        assert!(is_field_name("address.postcode"));
+        assert!(!is_field_name("Ada Lovelace"));
+        assert!(!is_field_name("ada@example.com"));
+        assert!(!is_field_name(""));
+    }
+}
