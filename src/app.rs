@@ -1,5 +1,9 @@
 //! Builds and starts the whole application from a configuration. `main` and the integration
 //! tests both come through here.
+//!
+//! As a service ([`serve`]) it also speaks systemd's notify protocol (`READY=1` once the store
+//! is open and the listeners are bound, `STOPPING=1` on the way out) and reloads on SIGHUP: the
+//! TLS certificate and the log settings, without closing a connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,7 +11,7 @@ use std::sync::Arc;
 use actix_web::dev::ServerHandle;
 
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::auth::accounts::Accounts;
 use crate::auth::password::{HashCost, HashLimiter, PasswordHasher};
@@ -62,11 +66,13 @@ pub struct RunningApp {
     handles: Vec<ServerHandle>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
     control: Option<control::ControlServer>,
+    certificate: Arc<web::tls::ReloadableCertificate>,
 }
 
 impl RunningApp {
     /// Stops accepting, finishes requests in flight, and closes the store.
     pub async fn stop(self) {
+        systemd::notify("STOPPING=1");
         for handle in &self.handles {
             handle.stop(true).await;
         }
@@ -101,7 +107,8 @@ pub async fn start(
     if let Some(files) = web::tls::ensure_self_signed(&config, deps.clock.now())? {
         info!(cert = %files.cert.display(), "self-signed certificate created");
     }
-    let tls = web::tls::server_config(&web::tls::certificate_files(&config))?;
+    let (tls, certificate) =
+        web::tls::reloadable_server_config(&web::tls::certificate_files(&config))?;
 
     let https = web::bind(config.server.listen, "server.listen")?;
     let https_addr = https.local_addr()?;
@@ -166,7 +173,95 @@ pub async fn start(
         handles,
         tasks,
         control: Some(control),
+        certificate,
     })
+}
+
+/// Re-reads the configuration for a reload, from the same sources as at start (file,
+/// environment, flags); the error is the message to log.
+pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// [`start`] for the service: reloads on SIGHUP with the configuration from `reread`, then
+/// tells systemd (when it started us with `Type=notify`) that Clientele is ready.
+pub async fn serve(
+    config: Config,
+    deps: Deps,
+    key: MasterKeySource,
+    reread: ConfigSource,
+) -> Result<RunningApp, StartError> {
+    let clock = Arc::clone(&deps.clock);
+    let mut app = start(config, deps, key).await?;
+
+    // Installed before READY=1, so a reload systemd sends right away is never taken for the
+    // default action of SIGHUP, which is to end the process.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let certificate = Arc::clone(&app.certificate);
+    app.tasks.push(tokio::spawn(reload_on_hangup(
+        hangups,
+        reread,
+        certificate,
+        clock,
+    )));
+
+    systemd::notify(&format!(
+        "READY=1\nSTATUS=Serving HTTPS on {}",
+        app.https_addr
+    ));
+    Ok(app)
+}
+
+/// Reloads at every SIGHUP. A reload that fails keeps everything as it was and says why.
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    reread: ConfigSource,
+    certificate: Arc<web::tls::ReloadableCertificate>,
+    clock: Arc<dyn Clock>,
+) -> std::io::Result<()> {
+    while hangups.recv().await.is_some() {
+        systemd::notify("RELOADING=1");
+        let outcome = match reread() {
+            Ok(config) => reload(&config, &certificate, clock.as_ref()),
+            Err(message) => Err(format!("configuration not re-read: {message}")),
+        };
+        match outcome {
+            Ok(()) => info!("reloaded: TLS certificate and log settings"),
+            Err(message) => warn!(problem = %message, "reload incomplete"),
+        }
+        systemd::notify("READY=1\nSTATUS=Serving HTTPS (reloaded)");
+    }
+    Ok(())
+}
+
+/// Applies the log settings, then the certificate (the self-signed one is remade first when
+/// it is about to expire). Each part that fails keeps what was in use.
+fn reload(
+    config: &Config,
+    certificate: &web::tls::ReloadableCertificate,
+    clock: &dyn Clock,
+) -> Result<(), String> {
+    let mut problems = Vec::new();
+    match crate::logging::reload(config) {
+        Ok(keys) if keys.is_empty() => {}
+        Ok(keys) => warn!(
+            keys = %keys.join(", "),
+            "changed log settings apply at the next restart"
+        ),
+        Err(err) => problems.push(err.to_string()),
+    }
+
+    let files = web::tls::certificate_files(config);
+    let certificate_read =
+        web::tls::ensure_self_signed(config, clock.now()).and_then(|_| certificate.reload(&files));
+    match certificate_read {
+        Ok(()) => info!(cert = %files.cert.display(), "TLS certificate read"),
+        Err(err) => problems.push(format!("{err}; the certificate in use stays")),
+    }
+
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// Writes the sessions' last-seen times every minute, so a page view is not a durable write.
@@ -176,6 +271,74 @@ async fn write_last_seen(sessions: Sessions) -> std::io::Result<()> {
         every.tick().await;
         if let Err(err) = sessions.write_last_seen().await {
             tracing::warn!(error = %err, "could not write session last-seen times");
+        }
+    }
+}
+
+/// systemd's notify protocol: one datagram of `KEY=value` lines to the socket named by
+/// `NOTIFY_SOCKET`, which systemd sets for `Type=notify` services. Without the variable (a
+/// terminal, a container, the tests) nothing is sent.
+mod systemd {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::UnixDatagram;
+
+    /// Sends `state`; a failure is logged and otherwise ignored, since the service works the
+    /// same without it (systemd then times the start out and says so in its own log).
+    pub fn notify(state: &str) {
+        let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+            return;
+        };
+        if let Err(err) = send(&socket, state) {
+            tracing::warn!(error = %err, "could not notify systemd");
+        }
+    }
+
+    /// Sends `state` to the socket at `socket`: a path, or an abstract name after `@`.
+    pub fn send(socket: &OsStr, state: &str) -> std::io::Result<()> {
+        let datagram = UnixDatagram::unbound()?;
+        let sent = match socket.as_bytes().strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                datagram.send_to_addr(state.as_bytes(), &address)?
+            }
+            None => datagram.send_to(state.as_bytes(), socket)?,
+        };
+        if sent == state.len() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("the notification was cut short"))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::os::linux::net::SocketAddrExt;
+
+        #[test]
+        fn sends_one_datagram_to_a_path_and_to_an_abstract_name() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("notify");
+            let receiver = UnixDatagram::bind(&path).unwrap();
+            send(path.as_os_str(), "READY=1\nSTATUS=ok").unwrap();
+            let mut buffer = [0u8; 64];
+            let n = receiver.recv(&mut buffer).unwrap();
+            assert_eq!(&buffer[..n], b"READY=1\nSTATUS=ok");
+
+            let name = format!("clientele-notify-test-{}", std::process::id());
+            let address = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+            let receiver = UnixDatagram::bind_addr(&address).unwrap();
+            send(OsStr::new(&format!("@{name}")), "STOPPING=1").unwrap();
+            let n = receiver.recv(&mut buffer).unwrap();
+            assert_eq!(&buffer[..n], b"STOPPING=1");
+        }
+
+        #[test]
+        fn a_missing_socket_is_an_error_not_a_panic() {
+            let dir = tempfile::tempdir().unwrap();
+            assert!(send(dir.path().join("absent").as_os_str(), "READY=1").is_err());
         }
     }
 }

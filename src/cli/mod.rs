@@ -5,6 +5,7 @@
 
 mod bench;
 mod doctor;
+mod generate;
 mod keys;
 mod user;
 
@@ -68,6 +69,9 @@ enum Command {
     /// Measure this machine: prints a table, then one JSON line with the figures
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Write the man pages or a shell's completions (used to build the packages)
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 #[derive(Debug, Args, Default)]
@@ -132,6 +136,10 @@ pub enum CliError {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, CliError> {
+    // Needs no configuration: it runs on build machines.
+    if let Command::Generate(ref args) = cli.command {
+        return generate::run(args);
+    }
     let dev = matches!(&cli.command, Command::Serve(ServeArgs { dev: true, .. }));
     let config = load_config(cli, dev)?;
     match cli.command {
@@ -150,6 +158,7 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Keys(ref command) => keys::run(&config, &key_source(cli, &config)?, command),
         Command::User(ref command) => user::run(&config, &key_source(cli, &config)?, command),
         Command::Bench(ref command) => bench::run(command),
+        Command::Generate(ref args) => generate::run(args),
     }
 }
 
@@ -332,7 +341,7 @@ fn serve(cli: &Cli, config: Config, args: &ServeArgs) -> Result<ExitCode, CliErr
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
-        let app = app::start(config, Deps::system(), source).await?;
+        let app = app::serve(config, Deps::system(), source, Box::new(reread_config)).await?;
         let addr = app.https_addr;
         let host = if addr.ip().is_unspecified() {
             "localhost".to_owned()
@@ -349,6 +358,13 @@ fn serve(cli: &Cli, config: Config, args: &ServeArgs) -> Result<ExitCode, CliErr
         app.stop().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The configuration as this command read it at start, read again (for a reload on SIGHUP).
+fn reread_config() -> Result<Config, String> {
+    let cli = Cli::try_parse().map_err(|e| e.to_string())?;
+    let dev = matches!(&cli.command, Command::Serve(ServeArgs { dev: true, .. }));
+    load_config(&cli, dev).map_err(|e| e.to_string())
 }
 
 async fn wait_for_shutdown() {

@@ -1,13 +1,16 @@
 //! TLS for the HTTPS listener: rustls with the ring provider chosen explicitly, TLS 1.2 and
 //! 1.3 only, AEAD cipher suites only (the ring provider offers no others), on the configured
-//! certificate or on a self-signed one made at first start and reused after.
+//! certificate or on a self-signed one made at first start and reused after. A reload (SIGHUP)
+//! swaps the certificate for new connections without closing the ones already open.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use jiff::{SignedDuration, Timestamp, ToSpan};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use crate::config::Config;
 use crate::store::files;
@@ -117,8 +120,68 @@ pub fn ensure_self_signed(
     Ok(Some(files))
 }
 
-/// Builds the rustls server configuration.
+/// Builds the rustls server configuration on a certificate that is read once.
 pub fn server_config(files: &CertificateFiles) -> Result<rustls::ServerConfig, TlsError> {
+    Ok(reloadable_server_config(files)?.0)
+}
+
+/// Builds the rustls server configuration on a certificate that [`ReloadableCertificate::reload`]
+/// can replace while the server runs.
+pub fn reloadable_server_config(
+    files: &CertificateFiles,
+) -> Result<(rustls::ServerConfig, Arc<ReloadableCertificate>), TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certificate = Arc::new(ReloadableCertificate {
+        current: RwLock::new(load_certified_key(files, &provider)?),
+        provider: Arc::clone(&provider),
+    });
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::clone(&certificate) as Arc<dyn ResolvesServerCert>);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((config, certificate))
+}
+
+/// The certificate and key the listener presents, swapped whole by a reload (SIGHUP). A
+/// handshake takes the pair current when it starts; connections already open keep theirs, so
+/// a reload drops none of them.
+#[derive(Debug)]
+pub struct ReloadableCertificate {
+    current: RwLock<Arc<CertifiedKey>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ReloadableCertificate {
+    /// Reads `files` and, only when the chain and key are valid and match, presents them to
+    /// new connections. On error the certificate in use stays.
+    pub fn reload(&self, files: &CertificateFiles) -> Result<(), TlsError> {
+        let fresh = load_certified_key(files, &self.provider)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    /// The DER of the end-entity certificate in use.
+    #[must_use]
+    pub fn end_entity(&self) -> Option<CertificateDer<'static>> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        current.cert.first().cloned()
+    }
+}
+
+impl ResolvesServerCert for ReloadableCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        Some(Arc::clone(&current))
+    }
+}
+
+/// Reads a PEM chain and key and checks that the key belongs to the first certificate.
+fn load_certified_key(
+    files: &CertificateFiles,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .map_err(|e| read_error("certificate", &files.cert, &e))?
         .collect::<Result<Vec<_>, _>>()
@@ -132,16 +195,14 @@ pub fn server_config(files: &CertificateFiles) -> Result<rustls::ServerConfig, T
     }
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| read_error("private key", &files.key, &e))?;
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    let certified = CertifiedKey::from_der(certs, key, provider).map_err(|e| {
+        TlsError::Config(format!(
+            "{e} (certificate {}, key {})",
+            files.cert.display(),
+            files.key.display()
+        ))
+    })?;
+    Ok(Arc::new(certified))
 }
 
 /// Year, month and day as rcgen takes them.

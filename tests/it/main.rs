@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod crash;
 mod https;
+mod service;
 mod store;
 mod support;
 mod web;
