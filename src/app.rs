@@ -13,6 +13,7 @@ use actix_web::dev::ServerHandle;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::audit::{self, Action, Actor, Audit, Event};
 use crate::auth::accounts::Accounts;
 use crate::auth::password::{HashCost, HashLimiter, PasswordHasher};
 use crate::auth::sessions::Sessions;
@@ -21,6 +22,7 @@ use crate::auth::tokens::Tokens;
 use crate::clock::{Clock, Random, SystemClock, SystemRandom};
 use crate::config::Config;
 use crate::control;
+use crate::crm::Customers;
 use crate::store::{MasterKeySource, Store, StoreError, StoreOptions};
 use crate::web::{self, AppState};
 
@@ -63,6 +65,7 @@ pub struct RunningApp {
     /// Where the plain-HTTP redirect answers, when configured.
     pub redirect_addr: Option<SocketAddr>,
     pub store: Store,
+    pub audit: Audit,
     handles: Vec<ServerHandle>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
     control: Option<control::ControlServer>,
@@ -83,6 +86,17 @@ impl RunningApp {
         if let Some(control) = self.control {
             control.stop().await;
         }
+        let audit = self.audit;
+        let _ = tokio::task::spawn_blocking(move || {
+            let stopped = Event::new(Action::AuditStopped).by(Actor::system("shutdown"));
+            if let Err(err) = audit.record_blocking(stopped) {
+                tracing::error!(error = %err, "could not record the audit trail stopping");
+            }
+            if let Err(err) = audit.checkpoint_now() {
+                tracing::error!(error = %err, "could not sign the final audit checkpoint");
+            }
+        })
+        .await;
         let store = self.store;
         let _ = tokio::task::spawn_blocking(move || drop(store)).await;
         info!("stopped");
@@ -100,9 +114,17 @@ pub async fn start(
     let options = StoreOptions::from_config(&config);
     let source = key;
     let (clock, random) = (Arc::clone(&deps.clock), Arc::clone(&deps.random));
-    let store = tokio::task::spawn_blocking(move || Store::open(&options, &source, clock, random))
-        .await
-        .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
+    let audit_config = config.audit.clone();
+    let (store, audit) = tokio::task::spawn_blocking(move || {
+        let store = Store::open(&options, &source, Arc::clone(&clock), Arc::clone(&random))?;
+        let audit = Audit::open(&store, clock, random.as_ref(), &audit_config)?;
+        audit.record_blocking(Event::new(Action::AuditStarted).by(Actor::system("startup")))?;
+        Ok::<_, StoreError>((store, audit))
+    })
+    .await
+    .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
+    audit.write_public_key(&config.data_dir)?;
+    let customers = open_customers(&store, &config, &deps).await?;
 
     if let Some(files) = web::tls::ensure_self_signed(&config, deps.clock.now())? {
         info!(cert = %files.cert.display(), "self-signed certificate created");
@@ -136,10 +158,17 @@ pub async fn start(
         Arc::clone(&deps.clock),
         Arc::clone(&deps.random),
     );
+    let checkpoints = audit.clone();
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(write_last_seen(sessions.clone())));
+    tasks.push(tokio::spawn(async move {
+        audit::run_checkpoints(checkpoints).await;
+        Ok(())
+    }));
     let state = actix_web::web::Data::new(AppState {
         store: store.clone(),
+        audit: audit.clone(),
+        customers,
         accounts,
         sessions,
         throttle: Throttle::default(),
@@ -170,6 +199,7 @@ pub async fn start(
         https_addr,
         redirect_addr,
         store,
+        audit,
         handles,
         tasks,
         control: Some(control),
@@ -262,6 +292,26 @@ fn reload(
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// The customer service, with its search index built: the service reports ready only once
+/// every customer can be found.
+async fn open_customers(
+    store: &Store,
+    config: &Config,
+    deps: &Deps,
+) -> Result<Customers, StartError> {
+    let customers = Customers::new(
+        store.clone(),
+        Arc::clone(&deps.clock),
+        Arc::clone(&deps.random),
+        &config.customers.default_country,
+    );
+    let building = customers.clone();
+    tokio::task::spawn_blocking(move || building.build_index())
+        .await
+        .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
+    Ok(customers)
 }
 
 /// Writes the sessions' last-seen times every minute, so a page view is not a durable write.

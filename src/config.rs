@@ -27,6 +27,24 @@ pub struct Config {
     pub log: LogConfig,
     pub session: SessionConfig,
     pub audit: AuditConfig,
+    pub customers: CustomersConfig,
+}
+
+/// Customer profiles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustomersConfig {
+    /// ISO 3166-1 alpha-2 country whose national phone numbers (a leading 0, no `+`) are
+    /// understood without a country code.
+    pub default_country: String,
+}
+
+impl Default for CustomersConfig {
+    fn default() -> Self {
+        Self {
+            default_country: "US".into(),
+        }
+    }
 }
 
 /// The audit trail.
@@ -160,6 +178,7 @@ impl Default for Config {
             log: LogConfig::default(),
             session: SessionConfig::default(),
             audit: AuditConfig::default(),
+            customers: CustomersConfig::default(),
         }
     }
 }
@@ -325,6 +344,23 @@ impl Config {
             return invalid(
                 "store.max_encryptions_per_term",
                 "must be between 1 and 4294967296 (2^32)",
+            );
+        }
+        if self.customers.default_country.len() != 2
+            || !self
+                .customers
+                .default_country
+                .bytes()
+                .all(|b| b.is_ascii_alphabetic())
+            || self
+                .customers
+                .default_country
+                .parse::<phonenumber::country::Id>()
+                .is_err()
+        {
+            return invalid(
+                "customers.default_country",
+                "must be a two-letter country code such as GB, FR or US",
             );
         }
         if self.audit.checkpoint_entries == 0 {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod crm;
 pub mod domain;
 pub mod logging;
 pub mod store;

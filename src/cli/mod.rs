@@ -293,6 +293,19 @@ fn init(
         Arc::clone(&deps.clock),
         Arc::clone(&deps.random),
     )?;
+    let audit = crate::audit::Audit::open(
+        &store,
+        Arc::clone(&deps.clock),
+        deps.random.as_ref(),
+        &config.audit,
+    )?;
+    let public = audit.write_public_key(&config.data_dir)?;
+    println!(
+        "  audit signing key: {} (public key in {}; record the fingerprint)",
+        audit.public_key().fingerprint(),
+        public.display()
+    );
+    drop(audit);
     let request = crate::control::Request::AddUser {
         login: args.admin_login.clone(),
         display_name: "Administrator".into(),

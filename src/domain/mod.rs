@@ -2,6 +2,7 @@
 //! sources.
 
 pub mod account;
+pub mod customer;
 pub mod id;
 
 pub use id::Id;

@@ -37,6 +37,9 @@ const PAYLOAD_LIMIT: usize = 1024 * 1024;
 #[derive(Debug)]
 pub struct AppState {
     pub store: Store,
+    pub audit: crate::audit::Audit,
+    /// The trail's search index, for the compliance page.
+    pub customers: crate::crm::Customers,
     pub accounts: Accounts,
     pub sessions: Sessions,
     pub throttle: Throttle,
