@@ -10,6 +10,7 @@ mod audit;
 mod browser;
 mod cli;
 mod crash;
+mod crm;
 mod https;
 mod service;
 mod store;
