@@ -165,9 +165,17 @@ pub async fn start(
         audit::run_checkpoints(checkpoints).await;
         Ok(())
     }));
+    tasks.push(tokio::spawn(audit::retention::run(
+        audit.clone(),
+        config.data_dir.clone(),
+    )));
+    let audit_index = audit::index::AuditIndex::new(audit.clone());
+    tasks.push(tokio::spawn(audit::index::keep_up(audit_index.clone())));
+    tasks.push(tokio::spawn(crate::crm::duplicates::run(customers.clone())));
     let state = actix_web::web::Data::new(AppState {
         store: store.clone(),
         audit: audit.clone(),
+        audit_index,
         customers,
         accounts,
         sessions,

@@ -37,12 +37,17 @@ pub struct CustomersConfig {
     /// ISO 3166-1 alpha-2 country whose national phone numbers (a leading 0, no `+`) are
     /// understood without a country code.
     pub default_country: String,
+    /// Customers inactive (no purchase, visit or profile change) for longer than this are
+    /// listed for review on the privacy page and may be erased in bulk.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
 }
 
 impl Default for CustomersConfig {
     fn default() -> Self {
         Self {
             default_country: "US".into(),
+            retention: Duration::from_secs(3 * 365 * 24 * 3600),
         }
     }
 }

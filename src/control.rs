@@ -3,6 +3,10 @@
 //! sled lets one process open a database, so `clientele keys rotate` and `clientele doctor`
 //! ask the running server through a Unix socket in the data folder (mode 0600: only the
 //! service user and root can use it). One JSON request per line, one JSON answer per line.
+//!
+//! What these requests change is recorded in the audit trail with the system actor `cli`:
+//! whoever can use the socket or the command line is the operator of the appliance, not a
+//! signed-in user.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -16,7 +20,11 @@ use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use crate::store::{KeyStatus, Store, VerifyReport};
+use crate::audit::{Action, Actor, Event};
+use crate::store::{ChangeSet, KeyStatus, Store, StoreError, VerifyReport};
+
+/// The actor name of changes made through the control socket or the command line.
+pub const CLI_ACTOR: &str = "cli";
 
 /// A request to the running server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +40,36 @@ pub enum Request {
         display_name: String,
         role: crate::domain::account::Role,
         password: Option<String>,
+    },
+    /// The newest signed checkpoint (`clientele audit checkpoint`); one is signed first when
+    /// entries are not covered yet.
+    AuditCheckpoint,
+    /// Exports the entries with times in `from..to` (`clientele audit export`). The server
+    /// writes the file itself, at `out` (an absolute path it can write), and records the
+    /// export in the trail.
+    AuditExport {
+        from: Option<jiff::Timestamp>,
+        to: Option<jiff::Timestamp>,
+        format: crate::audit::export::Format,
+        out: PathBuf,
+    },
+    /// Everything held about a customer (`clientele privacy export`), recorded in the trail.
+    PrivacyExport {
+        customer: crate::domain::Id,
+    },
+    /// Erases a customer and the profiles merged into it (`clientele privacy erase`).
+    PrivacyErase {
+        customer: crate::domain::Id,
+    },
+    /// Imports a customer CSV file (`clientele import customers`). The server reads the file
+    /// itself, at `file` (an absolute path it can read).
+    ImportCustomers {
+        file: PathBuf,
+    },
+    /// Fills the demo stores and customers (`clientele demo`, `serve --demo`).
+    Demo {
+        customers: u64,
+        seed: u64,
     },
 }
 
@@ -52,6 +90,30 @@ pub enum Response {
     UserAdded {
         login: String,
         one_time_password: Option<String>,
+    },
+    AuditCheckpoint {
+        checkpoint: Option<crate::audit::Checkpoint>,
+    },
+    AuditExported {
+        summary: crate::audit::export::ExportSummary,
+        out: PathBuf,
+    },
+    PrivacyExported {
+        export: serde_json::Value,
+    },
+    PrivacyErased {
+        erasure: crate::crm::privacy::Erasure,
+    },
+    CustomersImported {
+        record: crate::crm::import::ImportRecord,
+    },
+    /// The file was refused as a whole; `rejections` names every bad row.
+    ImportRejected {
+        message: String,
+        rejections: Vec<crate::crm::import::Rejection>,
+    },
+    DemoFilled {
+        report: crate::crm::demo::DemoReport,
     },
     Error {
         message: String,
@@ -124,7 +186,7 @@ pub async fn answer(request: Request, store: Store) -> Response {
                 message: "cannot set up password hashing".into(),
             };
         };
-        return match accounts.create(new).await {
+        return match accounts.create(new, Actor::system(CLI_ACTOR)).await {
             Ok((user, one_time_password)) => Response::UserAdded {
                 login: user.login,
                 one_time_password,
@@ -142,19 +204,76 @@ pub async fn answer(request: Request, store: Store) -> Response {
             version: env!("CARGO_PKG_VERSION").into(),
             keys: store.key_status(),
         },
-        Request::Rotate => match store.rotate().await {
-            Ok(term) => Response::Rotated { term },
-            Err(err) => Response::Error {
-                message: err.to_string(),
-            },
-        },
+        Request::Rotate => {
+            let rotated = store.rotate().await;
+            let recorded = record(&store, rotation_event(&rotated)).await;
+            rotation_response(rotated, recorded)
+        }
         Request::Verify => match tokio::task::spawn_blocking(move || store.verify_all()).await {
             Ok(report) => Response::Verified { report },
             Err(err) => Response::Error {
                 message: err.to_string(),
             },
         },
+        request @ (Request::AuditCheckpoint | Request::AuditExport { .. }) => {
+            tokio::task::spawn_blocking(move || crate::cli::audit::answer(request, &store))
+                .await
+                .unwrap_or_else(|err| Response::Error {
+                    message: err.to_string(),
+                })
+        }
+        request @ (Request::PrivacyExport { .. } | Request::PrivacyErase { .. }) => {
+            crate::cli::privacy::answer(request, &store).await
+        }
+        Request::ImportCustomers { file } => crate::cli::customers::import(&store, &file).await,
+        Request::Demo { customers, seed } => {
+            let Some(accounts) = accounts_for(store.clone()) else {
+                return Response::Error {
+                    message: "cannot set up password hashing".into(),
+                };
+            };
+            crate::cli::customers::demo(&store, &accounts, customers, seed).await
+        }
     }
+}
+
+/// The `keys.rotated` entry for the outcome of a rotation asked from the command line.
+#[must_use]
+pub fn rotation_event(rotated: &Result<u32, StoreError>) -> Event {
+    let event = Event::new(Action::KeysRotated).by(Actor::system(CLI_ACTOR));
+    match rotated {
+        Ok(term) => event.target("key_term", term),
+        Err(err) => event.failed(err.to_string()),
+    }
+}
+
+/// The answer to a rotation, given whether its audit entry was written.
+// Limitation: the rotation is the committer's own job, not a change set, so its entry is
+// written right after it rather than with it. If that write fails the new term stays current
+// and the operator is told the entry is missing.
+#[must_use]
+pub fn rotation_response(
+    rotated: Result<u32, StoreError>,
+    recorded: Result<(), StoreError>,
+) -> Response {
+    let message = match (rotated, recorded) {
+        (Ok(term), Ok(())) => return Response::Rotated { term },
+        (Ok(term), Err(err)) => format!(
+            "data-key term {term} is now current, but its audit entry could not be written: {err}"
+        ),
+        (Err(err), Ok(())) => err.to_string(),
+        (Err(err), Err(audit)) => {
+            format!("{err} (and the failure could not be recorded in the audit trail: {audit})")
+        }
+    };
+    Response::Error { message }
+}
+
+/// Records one event on its own through the store's single write path.
+async fn record(store: &Store, event: Event) -> Result<(), StoreError> {
+    let mut set = ChangeSet::new();
+    event.add_to(&mut set);
+    store.commit(set).await
 }
 
 /// Why a control request did not get an answer.

@@ -14,4 +14,5 @@ pub mod crm;
 pub mod domain;
 pub mod logging;
 pub mod store;
+pub mod sync;
 pub mod web;

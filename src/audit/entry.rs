@@ -2,7 +2,9 @@
 //!
 //! An entry is one line of JSON: the members below, in this order, no spaces, strings escaped
 //! the minimal JSON way (`"` `\` and control characters; `\n`, `\r`, `\t`, `\b`, `\f` short,
-//! others `\u00XX` lower-case), absent values as `null`:
+//! others `\u00XX` lower-case), and in addition DEL, the C1 controls (U+007F to U+009F) and the
+//! line and paragraph separators (U+2028, U+2029) as `\u007f` … `\u2029`, so no tool that splits
+//! lines on them cuts an entry in two; absent values as `null`:
 //!
 //! ```text
 //! seq time action outcome actor_kind actor_id actor_name actor_role address
@@ -13,6 +15,8 @@
 //! member (that is, the same bytes ending in `}` right after `prev`). `prev` is the `hash` of
 //! the entry before, or 64 zeroes for entry 1. `time` is UTC with microseconds
 //! (`2026-12-03T19:44:17.123456Z`) and never goes back from one entry to the next.
+
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +76,8 @@ impl Entry {
 
     /// The canonical line (no trailing newline).
     pub fn to_line(&self) -> Result<String, String> {
-        serde_json::to_string(self).map_err(|err| err.to_string())
+        let json = serde_json::to_string(self).map_err(|err| err.to_string())?;
+        Ok(escape_line_breakers(json))
     }
 
     /// Parses one line and checks that it is canonical and that its hash matches; the chain
@@ -98,6 +103,26 @@ impl Entry {
     pub fn timestamp(&self) -> Option<jiff::Timestamp> {
         self.time.parse().ok()
     }
+}
+
+/// Escapes DEL, the C1 controls and U+2028/U+2029, which `serde_json` leaves as they are. They can
+/// only occur inside JSON strings (the rest of the line is ASCII), where `\uXXXX` means the same
+/// character, so the line still decodes to the same entry.
+fn escape_line_breakers(json: String) -> String {
+    let breaks_lines = |c: char| matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}');
+    if !json.chars().any(breaks_lines) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if breaks_lines(c) {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The line up to (not including) its `,"hash":` member.

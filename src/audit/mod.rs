@@ -12,6 +12,10 @@
 pub mod checkpoint;
 pub mod entry;
 pub mod event;
+pub mod export;
+pub mod index;
+pub mod retention;
+pub mod verify;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -225,6 +229,12 @@ impl Audit {
             })?;
         }
         Ok(path)
+    }
+
+    /// The trail's clock: the time exports are signed and retention is measured at.
+    #[must_use]
+    pub fn now(&self) -> jiff::Timestamp {
+        self.inner.clock.now()
     }
 }
 

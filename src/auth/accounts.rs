@@ -1,7 +1,11 @@
 //! Staff accounts and locations: creation, look-up by login, password changes and sign-in.
+//!
+//! Every write takes the [`Actor`] who asked for it (or the [`Event`] to record) and puts the
+//! audit entry in the same change set, so the change and its entry land together or not at all.
 
 use std::sync::Arc;
 
+use crate::audit::{Action, Actor, Event};
 use crate::clock::{Clock, Random};
 use crate::domain::Id;
 use crate::domain::account::{Location, LocationKind, Role, User};
@@ -39,14 +43,25 @@ pub struct NewUser {
     pub password: Option<String>,
 }
 
-/// The result of a sign-in attempt.
+/// The result of a sign-in attempt. The client gets the same answer for every refusal; the
+/// audit trail tells them apart.
 #[derive(Debug)]
 pub enum SignIn {
     Ok(Box<User>),
-    /// Wrong login or password (the same answer for both).
-    Refused,
-    /// The account exists but is disabled (answered like `Refused` to the client).
-    Disabled,
+    /// No account has this login.
+    UnknownLogin,
+    /// The account exists and the password is wrong.
+    WrongPassword(Box<User>),
+    /// The password is right but the account is disabled.
+    Disabled(Box<User>),
+}
+
+/// An admin's change to an account's name, role and stores.
+#[derive(Debug, Clone)]
+pub struct UserChange {
+    pub display_name: String,
+    pub role: Role,
+    pub stores: Vec<Id>,
 }
 
 impl Accounts {
@@ -109,8 +124,13 @@ impl Accounts {
         self.store.count(USERS) > 0
     }
 
-    /// Creates an account; returns it and the one-time password when one was made.
-    pub async fn create(&self, new: NewUser) -> Result<(User, Option<String>), AuthError> {
+    /// Creates an account; returns it and the one-time password when one was made. The
+    /// `user.created` entry by `actor` lands with it.
+    pub async fn create(
+        &self,
+        new: NewUser,
+        actor: Actor,
+    ) -> Result<(User, Option<String>), AuthError> {
         let login = validate_login(&new.login)?;
         let display_name = required("display_name", &new.display_name, 100)?;
         let (password, one_time) = match new.password {
@@ -147,6 +167,11 @@ impl Accounts {
             user.id.to_bytes().to_vec(),
         );
         set.insert_new(USERS, user.id.to_bytes().to_vec(), Store::json(&user)?);
+        Event::new(Action::UserCreated)
+            .by(actor)
+            .target("user", user.id)
+            .fields(["login", "display_name", "role", "stores", "password"])
+            .add_to(&mut set);
         match self.store.commit(set).await {
             Ok(()) => Ok((user, one_time)),
             Err(StoreError::Conflict { .. }) => Err(AuthError::Invalid {
@@ -157,12 +182,70 @@ impl Accounts {
         }
     }
 
-    /// Writes a changed account.
-    pub async fn save(&self, user: &mut User) -> Result<(), AuthError> {
+    /// Writes a changed account with the audit entries that describe the change.
+    pub async fn save(&self, user: &mut User, events: Vec<Event>) -> Result<(), AuthError> {
         user.updated_at = self.clock.now();
         let mut set = ChangeSet::new();
         set.put(USERS, user.id.to_bytes().to_vec(), Store::json(user)?);
+        for event in events {
+            event.add_to(&mut set);
+        }
         Ok(self.store.commit(set).await?)
+    }
+
+    /// Applies an admin's change of name, role and stores. The entry lists the names of the
+    /// fields that changed (none when the form was saved unchanged); a role change is recorded
+    /// as `user.role_changed`.
+    pub async fn update(
+        &self,
+        user: &mut User,
+        change: UserChange,
+        actor: Actor,
+    ) -> Result<(), AuthError> {
+        let display_name = required("display_name", &change.display_name, 100)?;
+        let mut fields = Vec::new();
+        if user.display_name != display_name {
+            fields.push("display_name");
+        }
+        if user.role != change.role {
+            fields.push("role");
+        }
+        if user.stores != change.stores {
+            fields.push("stores");
+        }
+        let action = if user.role == change.role {
+            Action::UserUpdated
+        } else {
+            Action::UserRoleChanged
+        };
+        user.display_name = display_name;
+        user.role = change.role;
+        user.stores = change.stores;
+        let event = Event::new(action)
+            .by(actor)
+            .target("user", user.id)
+            .fields(fields);
+        self.save(user, vec![event]).await
+    }
+
+    /// Disables or enables an account (`user.disabled` / `user.enabled`).
+    pub async fn set_disabled(
+        &self,
+        user: &mut User,
+        disabled: bool,
+        actor: Actor,
+    ) -> Result<(), AuthError> {
+        user.disabled = disabled;
+        let action = if disabled {
+            Action::UserDisabled
+        } else {
+            Action::UserEnabled
+        };
+        let event = Event::new(action)
+            .by(actor)
+            .target("user", user.id)
+            .fields(["disabled"]);
+        self.save(user, vec![event]).await
     }
 
     /// Checks a login and password. Unknown logins cost the same as known ones, and a
@@ -187,26 +270,30 @@ impl Accounts {
             .map_err(|_| AuthError::Busy)??;
         let (ok, needs_rehash, password) = verified;
         let Some(mut user) = user else {
-            return Ok(SignIn::Refused);
+            return Ok(SignIn::UnknownLogin);
         };
         if !ok {
-            return Ok(SignIn::Refused);
+            return Ok(SignIn::WrongPassword(Box::new(user)));
         }
         if user.disabled {
-            return Ok(SignIn::Disabled);
+            return Ok(SignIn::Disabled(Box::new(user)));
         }
         if needs_rehash && let Some(password) = password {
+            // The same password under newer parameters: no credential changed, nothing to
+            // record.
             user.password_hash = self.hash(password).await?;
-            self.save(&mut user).await?;
+            self.save(&mut user, Vec::new()).await?;
         }
         Ok(SignIn::Ok(Box::new(user)))
     }
 
-    /// Sets a new password chosen by the user (policy applies) and clears the forced change.
+    /// Sets a new password chosen by the user (policy applies) and clears the forced change;
+    /// the `auth.password_changed` entry by `actor` lands with it.
     pub async fn change_password(
         &self,
         user: &mut User,
         new_password: &str,
+        actor: Actor,
     ) -> Result<(), AuthError> {
         password::check_policy(new_password, &[&user.login, &user.display_name])?;
         if self.check_password(user, new_password).await? {
@@ -217,7 +304,11 @@ impl Accounts {
         }
         user.password_hash = self.hash(new_password.to_owned()).await?;
         user.must_change_password = false;
-        self.save(user).await
+        let event = Event::new(Action::PasswordChanged)
+            .by(actor)
+            .target("user", user.id)
+            .fields(["password"]);
+        self.save(user, vec![event]).await
     }
 
     /// Checks the current password of a signed-in user (for changing it).
@@ -233,12 +324,17 @@ impl Accounts {
         Ok(verified.ok)
     }
 
-    /// An admin reset: a new one-time password, to be changed at the next sign-in.
-    pub async fn reset_password(&self, user: &mut User) -> Result<String, AuthError> {
+    /// An admin reset: a new one-time password, to be changed at the next sign-in; the
+    /// `auth.password_reset` entry by `actor` lands with it.
+    pub async fn reset_password(&self, user: &mut User, actor: Actor) -> Result<String, AuthError> {
         let one_time = one_time_password(self.random.as_ref())?;
         user.password_hash = self.hash(one_time.clone()).await?;
         user.must_change_password = true;
-        self.save(user).await?;
+        let event = Event::new(Action::PasswordReset)
+            .by(actor)
+            .target("user", user.id)
+            .fields(["password", "must_change_password"]);
+        self.save(user, vec![event]).await?;
         Ok(one_time)
     }
 
@@ -273,11 +369,13 @@ impl Accounts {
         Ok(self.store.get_json(LOCATIONS, &id.to_bytes())?)
     }
 
-    /// Creates or updates a location after validating every field.
+    /// Creates or updates a location after validating every field; the `location.created` or
+    /// `location.updated` entry by `actor`, naming the fields that changed, lands with it.
     pub async fn save_location(
         &self,
         existing: Option<Location>,
         form: LocationForm,
+        actor: Actor,
     ) -> Result<Location, AuthError> {
         let code = form.code.trim().to_uppercase();
         if code.is_empty()
@@ -312,7 +410,7 @@ impl Accounts {
         }
         let now = self.clock.now();
         let mut set = ChangeSet::new();
-        let location = match existing {
+        let (location, action, fields) = match existing {
             Some(old) => {
                 if old.code != code {
                     set.delete(LOCATION_CODES, old.code.as_bytes().to_vec());
@@ -322,7 +420,7 @@ impl Accounts {
                         old.id.to_bytes().to_vec(),
                     );
                 }
-                Location {
+                let new = Location {
                     code,
                     name,
                     kind: form.kind,
@@ -331,8 +429,10 @@ impl Accounts {
                     currency,
                     address: form.address.trim().into(),
                     updated_at: now,
-                    ..old
-                }
+                    ..old.clone()
+                };
+                let fields = changed_location_fields(&old, &new);
+                (new, Action::LocationUpdated, fields)
             }
             None => {
                 let location = Location {
@@ -352,7 +452,7 @@ impl Accounts {
                     location.code.as_bytes().to_vec(),
                     location.id.to_bytes().to_vec(),
                 );
-                location
+                (location, Action::LocationCreated, LOCATION_FIELDS.to_vec())
             }
         };
         set.put(
@@ -360,6 +460,12 @@ impl Accounts {
             location.id.to_bytes().to_vec(),
             Store::json(&location)?,
         );
+        Event::new(action)
+            .by(actor)
+            .target("location", location.id)
+            .fields(fields)
+            .store(location.id)
+            .add_to(&mut set);
         match self.store.commit(set).await {
             Ok(()) => Ok(location),
             Err(StoreError::Conflict { .. }) => {
@@ -381,6 +487,36 @@ pub struct LocationForm {
     pub currency: String,
     #[serde(default)]
     pub address: String,
+}
+
+/// The fields of a location, as named in audit entries.
+const LOCATION_FIELDS: &[&str] = &[
+    "code",
+    "name",
+    "kind",
+    "time_zone",
+    "country",
+    "currency",
+    "address",
+];
+
+/// Names of the fields that differ between two versions of a location.
+fn changed_location_fields(old: &Location, new: &Location) -> Vec<&'static str> {
+    let same = [
+        old.code == new.code,
+        old.name == new.name,
+        old.kind == new.kind,
+        old.time_zone == new.time_zone,
+        old.country == new.country,
+        old.currency == new.currency,
+        old.address == new.address,
+    ];
+    LOCATION_FIELDS
+        .iter()
+        .zip(same)
+        .filter(|(_, same)| !same)
+        .map(|(name, _)| *name)
+        .collect()
 }
 
 /// A new id from the injected clock and random source.

@@ -4,6 +4,9 @@
 //! neither the database nor a log ever holds a usable cookie. Last-seen times live in memory
 //! and are written lazily (a page view is not a durable write); the idle timeout uses the
 //! newer of the two.
+//!
+//! Starting and ending a session take the audit event that explains it (sign-in, sign-out,
+//! timeout, revocation), which lands in the same change set.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +15,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{Action, Actor, Event};
 use crate::clock::{Clock, Random};
 use crate::domain::Id;
 use crate::store::{ChangeSet, Store, StoreError, Table};
@@ -73,6 +77,34 @@ impl SessionKey {
     }
 }
 
+/// What a session cookie leads to.
+#[derive(Debug)]
+pub enum Lookup {
+    Live(SessionKey, Session),
+    /// Past a timeout: the caller ends it with [`Sessions::end`] and records why.
+    Expired(SessionKey, Session, Timeout),
+    /// No session has this cookie (never did, or it has ended).
+    Unknown,
+}
+
+/// Which timeout ended a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    Idle,
+    Absolute,
+}
+
+impl Timeout {
+    /// The reason recorded in the audit entry.
+    #[must_use]
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::Idle => "idle timeout",
+            Self::Absolute => "absolute timeout",
+        }
+    }
+}
+
 /// Session services.
 #[derive(Debug, Clone)]
 pub struct Sessions {
@@ -103,12 +135,14 @@ impl Sessions {
         }
     }
 
-    /// Starts a session; returns the cookie value (shown to the browser only).
+    /// Starts a session; returns the cookie value (shown to the browser only). `event` (the
+    /// sign-in) lands with it.
     pub async fn start(
         &self,
         user: Id,
         stage: Stage,
         client: &str,
+        event: Event,
     ) -> Result<(String, Session), AuthError> {
         let cookie = random_token(self.random.as_ref(), 32)?;
         let now = self.clock.now();
@@ -126,15 +160,17 @@ impl Sessions {
             SessionKey::of_cookie(&cookie).0.to_vec(),
             Store::json(&session)?,
         );
+        event.add_to(&mut set);
         self.store.commit(set).await?;
         Ok((cookie, session))
     }
 
-    /// Finds a live session by cookie and marks it seen; an expired one is ended.
-    pub async fn find(&self, cookie: &str) -> Result<Option<(SessionKey, Session)>, AuthError> {
+    /// Finds the session of a cookie and marks a live one seen. An expired one is returned as
+    /// such, for the caller to end and record.
+    pub fn find(&self, cookie: &str) -> Result<Lookup, AuthError> {
         let key = SessionKey::of_cookie(cookie);
         let Some(mut session) = self.store.get_json::<Session>(SESSIONS, &key.0)? else {
-            return Ok(None);
+            return Ok(Lookup::Unknown);
         };
         let now = self.clock.now();
         if let Some(seen) = lock(&self.seen).get(&key) {
@@ -142,12 +178,30 @@ impl Sessions {
         }
         let idle_for = now.duration_since(session.last_seen_at);
         let age = now.duration_since(session.created_at);
-        if idle_for > self.idle || age > self.absolute {
-            self.end(key).await?;
-            return Ok(None);
+        if age > self.absolute {
+            return Ok(Lookup::Expired(key, session, Timeout::Absolute));
+        }
+        if idle_for > self.idle {
+            return Ok(Lookup::Expired(key, session, Timeout::Idle));
         }
         lock(&self.seen).insert(key, now);
-        Ok(Some((key, session)))
+        Ok(Lookup::Live(key, session))
+    }
+
+    /// The live session of a cookie, without marking it seen or ending it (to name the actor
+    /// of a refused request); `None` when there is none or it has timed out.
+    pub fn peek(&self, cookie: &str) -> Result<Option<Session>, AuthError> {
+        let key = SessionKey::of_cookie(cookie);
+        let Some(mut session) = self.store.get_json::<Session>(SESSIONS, &key.0)? else {
+            return Ok(None);
+        };
+        if let Some(seen) = lock(&self.seen).get(&key) {
+            session.last_seen_at = session.last_seen_at.max(*seen);
+        }
+        let now = self.clock.now();
+        let live = now.duration_since(session.created_at) <= self.absolute
+            && now.duration_since(session.last_seen_at) <= self.idle;
+        Ok(live.then_some(session))
     }
 
     /// Moves a session to another stage (after the second factor, a password change...).
@@ -169,10 +223,12 @@ impl Sessions {
         Ok(self.store.commit(set).await?)
     }
 
-    pub async fn end(&self, key: SessionKey) -> Result<(), AuthError> {
+    /// Ends a session; `event` (sign-out, timeout, revocation) lands with it.
+    pub async fn end(&self, key: SessionKey, event: Event) -> Result<(), AuthError> {
         lock(&self.seen).remove(&key);
         let mut set = ChangeSet::new();
         set.delete(SESSIONS, key.0.to_vec());
+        event.add_to(&mut set);
         Ok(self.store.commit(set).await?)
     }
 
@@ -196,16 +252,33 @@ impl Sessions {
         Ok(out)
     }
 
-    /// Ends every session of a user (disabled account, password reset).
-    pub async fn end_all(&self, user: Id) -> Result<usize, AuthError> {
-        let sessions = self.of_user(user)?;
+    /// Ends every session of a user but `keep` (disabled account, password reset or change);
+    /// each ended session gets an `auth.session_revoked` entry by `actor` giving `reason`, in
+    /// the same change set. Returns how many ended.
+    pub async fn end_all(
+        &self,
+        user: Id,
+        keep: Option<SessionKey>,
+        actor: &Actor,
+        reason: &'static str,
+    ) -> Result<usize, AuthError> {
         let mut set = ChangeSet::new();
-        for (key, _) in &sessions {
-            lock(&self.seen).remove(key);
+        let mut ended = 0;
+        for (key, _) in self.of_user(user)? {
+            if Some(key) == keep {
+                continue;
+            }
+            lock(&self.seen).remove(&key);
             set.delete(SESSIONS, key.0.to_vec());
+            Event::new(Action::SessionRevoked)
+                .by(actor.clone())
+                .target("session", key.handle())
+                .reason(reason)
+                .add_to(&mut set);
+            ended += 1;
         }
         self.store.commit(set).await?;
-        Ok(sessions.len())
+        Ok(ended)
     }
 
     /// Writes the last-seen times gathered in memory; run every minute or so.

@@ -2,13 +2,15 @@
 //!
 //! A token is `clt_` and 32 random bytes in base 32; only its SHA-256 is stored (tokens are long
 //! and random, so a slow password hash would only cost every request). Last use is kept in
-//! memory and shown on the tokens page.
+//! memory and shown on the tokens page. Creating and revoking a token take the actor, whose
+//! audit entry lands with the change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 
+use crate::audit::{Action, Actor, Event};
 use crate::clock::{Clock, Random};
 use crate::domain::Id;
 use crate::domain::account::{ApiToken, SCOPES};
@@ -21,6 +23,16 @@ pub const TOKENS: Table = Table::new("tokens");
 /// SHA-256 of the secret → token id.
 pub const TOKEN_HASHES: Table = Table::new("token_hashes");
 const PREFIX: &str = "clt_";
+
+/// What a bearer secret turned out to be.
+#[derive(Debug)]
+pub enum TokenCheck {
+    Valid(ApiToken),
+    /// A token that existed and was revoked.
+    Revoked(ApiToken),
+    /// Not a token of this appliance.
+    Unknown,
+}
 
 #[derive(Debug, Clone)]
 pub struct Tokens {
@@ -41,13 +53,15 @@ impl Tokens {
         }
     }
 
-    /// Creates a token; the secret is returned once and never stored.
+    /// Creates a token for the user `by`; the secret is returned once and never stored. The
+    /// `token.created` entry by `actor` lands with it.
     pub async fn create(
         &self,
         name: &str,
         scopes: Vec<String>,
         stores: Vec<Id>,
         by: Id,
+        actor: Actor,
     ) -> Result<(ApiToken, String), AuthError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
@@ -93,28 +107,35 @@ impl Tokens {
         let mut set = ChangeSet::new();
         set.insert_new(TOKEN_HASHES, hash.to_vec(), token.id.to_bytes().to_vec());
         set.insert_new(TOKENS, token.id.to_bytes().to_vec(), Store::json(&token)?);
+        Event::new(Action::TokenCreated)
+            .by(actor)
+            .target("token", token.id)
+            .fields(["name", "scopes", "stores"])
+            .add_to(&mut set);
         self.store.commit(set).await?;
         Ok((token, secret))
     }
 
-    /// The live token for a bearer secret.
-    pub fn authenticate(&self, secret: &str) -> Result<Option<ApiToken>, AuthError> {
+    /// The token of a bearer secret; a valid one is marked used.
+    pub fn authenticate(&self, secret: &str) -> Result<TokenCheck, AuthError> {
         if !secret.starts_with(PREFIX) || secret.len() > 200 {
-            return Ok(None);
+            return Ok(TokenCheck::Unknown);
         }
         let Some(id) = self.store.get(TOKEN_HASHES, &sha256(secret))? else {
-            return Ok(None);
+            return Ok(TokenCheck::Unknown);
         };
         let id: [u8; 16] = id
             .as_slice()
             .try_into()
             .map_err(|_| StoreError::Decode("token index".into()))?;
-        let token: Option<ApiToken> = self.store.get_json(TOKENS, &id)?;
-        let token = token.filter(|t| t.revoked_at.is_none());
-        if let Some(token) = &token {
-            lock(&self.last_used).insert(token.id, self.clock.now());
+        let Some(token) = self.store.get_json::<ApiToken>(TOKENS, &id)? else {
+            return Ok(TokenCheck::Unknown);
+        };
+        if token.revoked_at.is_some() {
+            return Ok(TokenCheck::Revoked(token));
         }
-        Ok(token)
+        lock(&self.last_used).insert(token.id, self.clock.now());
+        Ok(TokenCheck::Valid(token))
     }
 
     pub fn list(&self) -> Result<Vec<(ApiToken, Option<Timestamp>)>, AuthError> {
@@ -132,7 +153,9 @@ impl Tokens {
         Ok(out)
     }
 
-    pub async fn revoke(&self, id: Id) -> Result<bool, AuthError> {
+    /// Revokes a token; the `token.revoked` entry by `actor` lands with it. `false` when there
+    /// is no such token; revoking a revoked token changes and records nothing.
+    pub async fn revoke(&self, id: Id, actor: Actor) -> Result<bool, AuthError> {
         let Some(mut token) = self.store.get_json::<ApiToken>(TOKENS, &id.to_bytes())? else {
             return Ok(false);
         };
@@ -142,6 +165,11 @@ impl Tokens {
         token.revoked_at = Some(self.clock.now());
         let mut set = ChangeSet::new();
         set.put(TOKENS, id.to_bytes().to_vec(), Store::json(&token)?);
+        Event::new(Action::TokenRevoked)
+            .by(actor)
+            .target("token", id)
+            .fields(["revoked_at"])
+            .add_to(&mut set);
         self.store.commit(set).await?;
         Ok(true)
     }

@@ -42,6 +42,8 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode, CliError> {
         GenerateCommand::Man { out } => {
             create_dir(out)?;
             clap_mangen::generate_to(command, out).map_err(|e| write_error(out, &e))?;
+            append(&out.join("clientele.1"), TOP_PAGE_SECTIONS)?;
+            append(&out.join("clientele-serve.1"), SERVE_PAGE_SECTIONS)?;
             let mut pages = std::fs::read_dir(out)
                 .map_err(|e| write_error(out, &e))?
                 .filter_map(Result::ok)
@@ -61,6 +63,56 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sections the command-line definition cannot give: where the files are, the environment,
+/// and the signals the server answers.
+const TOP_PAGE_SECTIONS: &str = r".SH ENVIRONMENT
+.TP
+\fBCLIENTELE_CONFIG\fR
+The configuration file, as \fB\-\-config\fR.
+.TP
+\fBCLIENTELE_\fR\fISECTION\fR\fB__\fR\fIKEY\fR, \fBCLIENTELE_\fR\fIKEY\fR
+Override one configuration key, e.g. \fBCLIENTELE_SERVER__LISTEN=127.0.0.1:9443\fR. A variable
+that names no key is an error.
+.TP
+\fBCREDENTIALS_DIRECTORY\fR
+Set by systemd; a credential named \fBclientele\-master\-key\fR in it is the master key.
+.SH FILES
+.TP
+\fI/etc/clientele/clientele.toml\fR
+The configuration, annotated key by key.
+.TP
+\fI/var/lib/clientele/\fR
+Database, subject keystore, master key (\fIkeys/master.key\fR), self\-signed certificate
+(\fItls/\fR) and control socket.
+.TP
+\fI/var/log/clientele/\fR
+Daily log files.
+.TP
+\fI/usr/lib/systemd/system/clientele.service\fR
+The systemd unit.
+.SH SEE ALSO
+\fBsystemctl\fR(1), \fBsystemd.exec\fR(5), \fBsystemd\-creds\fR(1)
+";
+
+const SERVE_PAGE_SECTIONS: &str = r".SH SIGNALS
+.TP
+\fBSIGHUP\fR
+Read the configuration again and apply the TLS certificate and the \fBlog.level\fR and
+\fBlog.stderr\fR keys; open connections stay. Other keys need a restart.
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop accepting, finish the requests in flight, close the store and exit.
+.SH NOTES
+Under systemd with \fBType=notify\fR, \fBREADY=1\fR is sent once the store is open and the
+listeners are bound, and \fBSTOPPING=1\fR when a stop begins.
+";
+
+fn append(page: &Path, sections: &str) -> Result<(), CliError> {
+    let mut text = std::fs::read_to_string(page).map_err(|e| write_error(page, &e))?;
+    text.push_str(sections);
+    std::fs::write(page, text).map_err(|e| write_error(page, &e))
 }
 
 fn create_dir(dir: &Path) -> Result<(), CliError> {

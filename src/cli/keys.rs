@@ -1,6 +1,7 @@
 //! `clientele keys rotate`: add a data-key term. With the server running, the request goes
 //! through the control socket and the server keeps serving while it rewrites older records;
 //! otherwise the store is opened here and the rewrite runs to the end before the command exits.
+//! Either way the rotation is recorded in the audit trail (`keys.rotated`, actor `cli`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use clap::Subcommand;
 use crate::clock::{SystemClock, SystemRandom};
 use crate::config::Config;
 use crate::control::{self, ControlError, Request, Response};
-use crate::store::{MasterKeySource, Store, StoreError, StoreOptions};
+use crate::store::{ChangeSet, MasterKeySource, Store, StoreError, StoreOptions};
 
 use super::CliError;
 
@@ -46,7 +47,14 @@ pub fn run(
     )?;
     let response = match command {
         KeysCommand::Rotate => {
-            let term = store.rotate_blocking()?;
+            let rotated = store.rotate_blocking();
+            let mut set = ChangeSet::new();
+            control::rotation_event(&rotated).add_to(&mut set);
+            let recorded = store.commit_blocking(set);
+            let term = match control::rotation_response(rotated, recorded) {
+                Response::Rotated { term } => term,
+                other => return print(&other),
+            };
             if !store.wait_for_rewrite(Duration::from_secs(24 * 3600)) {
                 return Err(StoreError::WriteFailed(
                     "the rewrite of older records did not finish".into(),
@@ -84,8 +92,6 @@ fn print(response: &Response) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Response::Error { message } => Err(CliError::Other(message.clone())),
-        Response::Verified { .. } | Response::UserAdded { .. } => {
-            Err(CliError::Other("unexpected answer from the server".into()))
-        }
+        _ => Err(CliError::Other("unexpected answer from the server".into())),
     }
 }

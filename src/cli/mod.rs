@@ -1,12 +1,16 @@
-//! The command line: `init`, `serve`, `doctor`, `keys`, `bench`.
+//! The command line: `init`, `serve`, `doctor`, `keys`, `user`, `bench`, `audit`, `privacy`,
+//! `import`, `demo`.
 //!
 //! Every command works without a terminal (for install scripts and cron): secrets come from
 //! files or standard input, never from arguments, and the exit code says whether it worked.
 
+pub(crate) mod audit;
 mod bench;
+pub(crate) mod customers;
 mod doctor;
 mod generate;
 mod keys;
+pub(crate) mod privacy;
 mod user;
 
 use std::io::Read;
@@ -69,6 +73,17 @@ enum Command {
     /// Measure this machine: prints a table, then one JSON line with the figures
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Tamper-evident audit trail: signed checkpoints, exports, offline verification
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Privacy requests: subject access export and erasure of a customer
+    #[command(subcommand)]
+    Privacy(privacy::PrivacyCommand),
+    /// Import data from files
+    #[command(subcommand)]
+    Import(customers::ImportCommand),
+    /// Fill demo stores and realistic customers (with planted duplicates), from a seed
+    Demo(customers::DemoArgs),
     /// Write the man pages or a shell's completions (used to build the packages)
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -99,6 +114,11 @@ struct ServeArgs {
     /// first start
     #[arg(long)]
     dev: bool,
+
+    /// Fill demo stores and N customers once the server is up (as `clientele demo`; running
+    /// again with the same N changes nothing)
+    #[arg(long, value_name = "N")]
+    demo: Option<u64>,
 }
 
 /// Entry point of the binary.
@@ -140,6 +160,10 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     if let Command::Generate(ref args) = cli.command {
         return generate::run(args);
     }
+    // Needs no data folder and no master key: an auditor runs it on their own machine.
+    if let Command::Audit(audit::AuditCommand::Verify(ref args)) = cli.command {
+        return Ok(audit::run_verify(args));
+    }
     let dev = matches!(&cli.command, Command::Serve(ServeArgs { dev: true, .. }));
     let config = load_config(cli, dev)?;
     match cli.command {
@@ -158,6 +182,12 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Keys(ref command) => keys::run(&config, &key_source(cli, &config)?, command),
         Command::User(ref command) => user::run(&config, &key_source(cli, &config)?, command),
         Command::Bench(ref command) => bench::run(command),
+        Command::Audit(ref command) => audit::run(&config, &key_source(cli, &config)?, command),
+        Command::Privacy(ref command) => privacy::run(&config, &key_source(cli, &config)?, command),
+        Command::Import(ref command) => {
+            customers::run_import(&config, &key_source(cli, &config)?, command)
+        }
+        Command::Demo(ref args) => customers::run_demo(&config, &key_source(cli, &config)?, args),
         Command::Generate(ref args) => generate::run(args),
     }
 }
@@ -353,6 +383,7 @@ fn serve(cli: &Cli, config: Config, args: &ServeArgs) -> Result<ExitCode, CliErr
         .worker_threads(2)
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
+    let demo = args.demo;
     runtime.block_on(async move {
         let app = app::serve(config, Deps::system(), source, Box::new(reread_config)).await?;
         let addr = app.https_addr;
@@ -367,6 +398,24 @@ fn serve(cli: &Cli, config: Config, args: &ServeArgs) -> Result<ExitCode, CliErr
             host
         };
         println!("Clientele is serving on https://{host}:{}/", addr.port());
+        if let Some(count) = demo {
+            println!("Filling demo data ({count} customers)...");
+            match crate::control::answer(
+                crate::control::Request::Demo {
+                    customers: count,
+                    seed: 1,
+                },
+                app.store.clone(),
+            )
+            .await
+            {
+                crate::control::Response::DemoFilled { report } => customers::print_demo(&report),
+                crate::control::Response::Error { message } => {
+                    eprintln!("error: demo data not filled: {message}");
+                }
+                _ => eprintln!("error: demo data not filled"),
+            }
+        }
         wait_for_shutdown().await;
         app.stop().await;
         Ok(ExitCode::SUCCESS)

@@ -3,7 +3,8 @@
 //!
 //! Without `--password-stdin`, a one-time password is made; it is printed, or with
 //! `--otp-file FILE` written to a new file readable only by its owner (for install scripts,
-//! so the password never lands in a terminal log).
+//! so the password never lands in a terminal log). The account is recorded in the audit trail
+//! as created by the system actor `cli` (see `control::answer`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

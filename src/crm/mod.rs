@@ -14,6 +14,12 @@
 //! key is written with `Expect::Absent`, so two events carrying the same new email at the same
 //! moment make one customer, never two.
 
+pub mod demo;
+pub mod duplicates;
+pub mod export;
+pub mod import;
+pub mod merge;
+pub mod privacy;
 pub mod search;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -125,10 +131,18 @@ impl CustomerInput {
             &customer::normalise_email,
             &mut errors,
         );
+        let addresses = clean_addresses(&self.addresses, &mut errors);
+        // A national number is read as one of the first address's country, else of the
+        // appliance's default country.
+        let phone_country = addresses
+            .first()
+            .map(|a| a.country.as_str())
+            .filter(|c| c.len() == 2)
+            .unwrap_or(default_country);
         let phones = clean_list(
             "phones",
             &self.phones,
-            &|field, v| customer::normalise_phone(field, v, default_country),
+            &|field, v| customer::normalise_phone(field, v, phone_country),
             &mut errors,
         );
         let loyalty_ids = clean_list(
@@ -144,7 +158,6 @@ impl CustomerInput {
             &mut errors,
         );
         let external_ids = clean_external_ids(&self.external_ids, &mut errors);
-        let addresses = clean_addresses(&self.addresses, &mut errors);
         let birthday = match self
             .birthday
             .as_deref()
@@ -506,6 +519,17 @@ impl Customers {
     /// Searches by name (prefix and typo-tolerant), or exactly by email, phone (any common
     /// form) or loyalty id when the query looks like one.
     pub fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>, CrmError> {
+        self.search_in(query, limit, &[])
+    }
+
+    /// [`Self::search`], also reading a national phone number as one of each of `countries`
+    /// (the countries of the chain's stores), after the default country.
+    pub fn search_in(
+        &self,
+        query: &str,
+        limit: usize,
+        countries: &[String],
+    ) -> Result<Vec<Hit>, CrmError> {
         let query = query.trim();
         if query.is_empty() {
             return Ok(Vec::new());
@@ -516,10 +540,17 @@ impl Customers {
         {
             exact.push(Identity::Email(email));
         }
-        if query.chars().filter(char::is_ascii_digit).count() >= 6
-            && let Ok(phone) = customer::normalise_phone("q", query, &self.inner.default_country)
-        {
-            exact.push(Identity::Phone(phone));
+        if query.chars().filter(char::is_ascii_digit).count() >= 6 {
+            let countries = std::iter::once(self.inner.default_country.as_str())
+                .chain(countries.iter().map(String::as_str));
+            for country in countries {
+                if let Ok(phone) = customer::normalise_phone("q", query, country) {
+                    let phone = Identity::Phone(phone);
+                    if !exact.contains(&phone) {
+                        exact.push(phone);
+                    }
+                }
+            }
         }
         if let Ok(code) = customer::normalise_code("q", query) {
             exact.push(Identity::Loyalty(code));

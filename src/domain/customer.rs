@@ -107,7 +107,7 @@ pub struct Address {
 }
 
 /// A customer's id in another system.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ExternalId {
     /// `pos`, `web`, `erp`, or a connector name.
     pub source: String,

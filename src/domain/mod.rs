@@ -2,7 +2,9 @@
 //! sources.
 
 pub mod account;
+pub mod card;
 pub mod customer;
 pub mod id;
+pub mod sale;
 
 pub use id::Id;

@@ -1,4 +1,6 @@
-//! The signed-in user's own account: password, second factor, sessions.
+//! The signed-in user's own account: password, second factor, sessions. Each change lands
+//! with its audit entry; a refused attempt (wrong current password, wrong code) is recorded
+//! on its own.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -6,6 +8,7 @@ use askama::Template;
 use serde::Deserialize;
 use tracing::info;
 
+use crate::audit::{Action, Event};
 use crate::auth::sessions::{SessionKey, Stage};
 use crate::auth::totp;
 
@@ -89,7 +92,11 @@ pub async fn revoke_session(
     if !own {
         return Err(WebError::NotFound);
     }
-    state.sessions.end(key).await?;
+    let event = Event::new(Action::SignOut)
+        .by(who.actor())
+        .target("session", key.handle())
+        .reason("ended from the account page");
+    state.sessions.end(key, event).await?;
     Ok(redirect(if key == who.key { "/login" } else { "/account" }))
 }
 
@@ -141,11 +148,18 @@ pub async fn change_password(
         return Ok(redirect("/login/second-factor"));
     }
     let mut errors = Vec::new();
+    let attempt = Event::new(Action::PasswordChanged)
+        .by(who.actor())
+        .target("user", who.user.id);
     if !state
         .accounts
         .check_password(&who.user, &form.current_password)
         .await?
     {
+        state
+            .audit
+            .record(attempt.failed("current password wrong"))
+            .await?;
         errors.push((
             "current_password".into(),
             "this is not your current password".into(),
@@ -159,15 +173,14 @@ pub async fn change_password(
         let mut user = who.user.clone();
         match state
             .accounts
-            .change_password(&mut user, &form.new_password)
+            .change_password(&mut user, &form.new_password, who.actor())
             .await
         {
             Ok(()) => {
-                for (key, _) in state.sessions.of_user(user.id)? {
-                    if key != who.key {
-                        state.sessions.end(key).await?;
-                    }
-                }
+                state
+                    .sessions
+                    .end_all(user.id, Some(who.key), &who.actor(), "password changed")
+                    .await?;
                 let mut session = who.session.clone();
                 let stage = stage_after_password_change(&user);
                 state
@@ -179,6 +192,10 @@ pub async fn change_password(
             }
             Err(err) => match WebError::from(err) {
                 WebError::Invalid { field, message } => {
+                    state
+                        .audit
+                        .record(attempt.failed("new password refused by the policy"))
+                        .await?;
                     let field = if field == "password" {
                         "new_password".to_owned()
                     } else {
@@ -274,7 +291,14 @@ pub async fn enrol(
     let secret = totp::TotpSecret::from_base32(form.secret.trim())
         .map_err(|_| WebError::BadRequest("malformed secret".into()))?;
     let now = state.clock.now().as_second();
+    let enrolment = Event::new(Action::SecondFactorEnrolled)
+        .by(who.actor())
+        .target("user", who.user.id);
     let Some(step) = totp::verify(&secret, &form.code, now, None) else {
+        state
+            .audit
+            .record(enrolment.failed("confirmation code did not match"))
+            .await?;
         return enrol_form(
             &who,
             form.secret.trim(),
@@ -291,7 +315,8 @@ pub async fn enrol(
     user.totp_secret = Some(secret.to_base32());
     user.totp_last_step = Some(step);
     user.recovery_codes = codes.iter().map(|c| totp::hash_recovery_code(c)).collect();
-    state.accounts.save(&mut user).await?;
+    let enrolled = enrolment.fields(["totp_secret", "totp_last_step", "recovery_codes"]);
+    state.accounts.save(&mut user, vec![enrolled]).await?;
     if who.session.stage == Stage::Enrol {
         let mut session = who.session.clone();
         state

@@ -1,11 +1,13 @@
-//! Admin pages: users, locations and integration tokens.
+//! Admin pages: users, locations and integration tokens. Every change lands with its audit
+//! entry, made by the signed-in admin from this request's address.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use tracing::info;
 
-use crate::auth::accounts::{LocationForm, NewUser};
+use crate::audit::{Action, Event};
+use crate::auth::accounts::{LocationForm, NewUser, UserChange};
 use crate::auth::sessions::SessionKey;
 use crate::domain::Id;
 use crate::domain::account::{ApiToken, Location, LocationKind, Role, SCOPES, User};
@@ -206,7 +208,7 @@ pub async fn create_user(
             stores: form.stores()?,
             password: None,
         };
-        Ok::<_, WebError>(state.accounts.create(new).await?)
+        Ok::<_, WebError>(state.accounts.create(new, who.actor()).await?)
     };
     match attempt.await {
         Ok((user, Some(password))) => {
@@ -287,6 +289,12 @@ pub async fn update_user(
     match result {
         Ok((role, stores)) => {
             if user.id == who.user.id && role != Role::Admin {
+                let refused = Event::new(Action::UserRoleChanged)
+                    .by(who.actor())
+                    .target("user", user.id)
+                    .fields(["role"])
+                    .denied("an admin cannot remove their own admin role");
+                state.audit.record(refused).await?;
                 let errors = FieldErrors(vec![(
                     "role".into(),
                     "you cannot remove your own admin role".into(),
@@ -301,10 +309,15 @@ pub async fn update_user(
                     StatusCode::UNPROCESSABLE_ENTITY,
                 );
             }
-            user.display_name = display_name.to_owned();
-            user.role = role;
-            user.stores = stores;
-            state.accounts.save(&mut user).await?;
+            let change = UserChange {
+                display_name: display_name.to_owned(),
+                role,
+                stores,
+            };
+            state
+                .accounts
+                .update(&mut user, change, who.actor())
+                .await?;
             info!(user = %user.id, by = %who.user.id, "user updated");
             Ok(redirect(&format!("/admin/users/{}", user.id)))
         }
@@ -338,13 +351,23 @@ pub async fn disable_user(
         .get(parse_id(&id)?)?
         .ok_or(WebError::NotFound)?;
     if user.id == who.user.id {
+        let refused = Event::new(Action::UserDisabled)
+            .by(who.actor())
+            .target("user", user.id)
+            .denied("an admin cannot disable their own account");
+        state.audit.record(refused).await?;
         return Err(WebError::Forbidden(
             "you cannot disable your own account".into(),
         ));
     }
-    user.disabled = true;
-    state.accounts.save(&mut user).await?;
-    let ended = state.sessions.end_all(user.id).await?;
+    state
+        .accounts
+        .set_disabled(&mut user, true, who.actor())
+        .await?;
+    let ended = state
+        .sessions
+        .end_all(user.id, None, &who.actor(), "account disabled")
+        .await?;
     info!(user = %user.id, by = %who.user.id, sessions_ended = ended, "user disabled");
     Ok(redirect(&format!("/admin/users/{}", user.id)))
 }
@@ -359,8 +382,10 @@ pub async fn enable_user(
         .accounts
         .get(parse_id(&id)?)?
         .ok_or(WebError::NotFound)?;
-    user.disabled = false;
-    state.accounts.save(&mut user).await?;
+    state
+        .accounts
+        .set_disabled(&mut user, false, who.actor())
+        .await?;
     info!(user = %user.id, by = %who.user.id, "user enabled");
     Ok(redirect(&format!("/admin/users/{}", user.id)))
 }
@@ -376,8 +401,14 @@ pub async fn reset_password(
         .accounts
         .get(parse_id(&id)?)?
         .ok_or(WebError::NotFound)?;
-    let password = state.accounts.reset_password(&mut user).await?;
-    state.sessions.end_all(user.id).await?;
+    let password = state
+        .accounts
+        .reset_password(&mut user, who.actor())
+        .await?;
+    state
+        .sessions
+        .end_all(user.id, None, &who.actor(), "password reset")
+        .await?;
     info!(user = %user.id, by = %who.user.id, "password reset");
     render(
         &OneTimePasswordPage {
@@ -406,7 +437,11 @@ pub async fn revoke_user_session(
     {
         return Err(WebError::NotFound);
     }
-    state.sessions.end(key).await?;
+    let event = Event::new(Action::SessionRevoked)
+        .by(who.actor())
+        .target("session", key.handle())
+        .reason(format!("session of user {user} ended by an administrator"));
+    state.sessions.end(key, event).await?;
     info!(user = %user, by = %who.user.id, "session revoked");
     Ok(redirect(&format!("/admin/users/{user}")))
 }
@@ -505,7 +540,11 @@ pub async fn create_location(
     who: SignedIn,
     form: web::Form<LocationForm>,
 ) -> Result<HttpResponse, WebError> {
-    match state.accounts.save_location(None, form.0.clone()).await {
+    match state
+        .accounts
+        .save_location(None, form.0.clone(), who.actor())
+        .await
+    {
         Ok(location) => {
             info!(location = %location.id, by = %who.user.id, "location created");
             Ok(redirect("/admin/locations"))
@@ -562,7 +601,7 @@ pub async fn update_location(
     let action = format!("/admin/locations/{}", location.id);
     match state
         .accounts
-        .save_location(Some(location), form.0.clone())
+        .save_location(Some(location), form.0.clone(), who.actor())
         .await
     {
         Ok(location) => {
@@ -652,7 +691,7 @@ pub async fn create_token(
     let stores: Result<Vec<Id>, WebError> = field("stores").iter().map(|s| parse_id(s)).collect();
     match state
         .tokens
-        .create(&name, field("scopes"), stores?, who.user.id)
+        .create(&name, field("scopes"), stores?, who.user.id, who.actor())
         .await
     {
         Ok((token, secret)) => {
@@ -681,7 +720,7 @@ pub async fn revoke_token(
     who: SignedIn,
     id: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
-    if !state.tokens.revoke(parse_id(&id)?).await? {
+    if !state.tokens.revoke(parse_id(&id)?, who.actor()).await? {
         return Err(WebError::NotFound);
     }
     info!(token = %id, by = %who.user.id, "integration token revoked");

@@ -1,9 +1,10 @@
 //! The JSON API under `/api/v1`. Errors are `{"error": {"code", "message", "request_id"}}`;
 //! lists use cursor pagination (`?limit=&cursor=`, answer `next_cursor`).
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{Action, Event};
 use crate::domain::account::Location;
 
 use super::AppState;
@@ -78,18 +79,24 @@ pub async fn locations(
 }
 
 /// `GET /api/v1/locations/{id}`: 404 for a location the caller may not see, exactly as for
-/// one that does not exist.
+/// one that does not exist; the refusal is recorded (`auth.access_denied`, store scope).
 pub async fn location(
     state: web::Data<AppState>,
+    req: HttpRequest,
     principal: Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
     let id = id.parse().map_err(|_| WebError::NotFound)?;
-    let location = state
-        .accounts
-        .location(id)?
-        .filter(|l| principal.can_see_store(l.id))
-        .ok_or(WebError::NotFound)?;
+    let location = state.accounts.location(id)?.ok_or(WebError::NotFound)?;
+    if !principal.can_see_store(location.id) {
+        let refused = Event::new(Action::AccessDenied)
+            .by(principal.actor(&req))
+            .target("location", location.id)
+            .store(location.id)
+            .denied("outside the caller's stores");
+        state.audit.record(refused).await?;
+        return Err(WebError::NotFound);
+    }
     Ok(HttpResponse::Ok().json(location))
 }
 

@@ -8,7 +8,12 @@
 //!    `X-CSRF-Token`), compared in constant time;
 //! 5. authenticated answers get `Cache-Control: no-store`.
 //!
-//! Refusals are logged as security events with the reason, never with the secret.
+//! Refusals are logged as security events and recorded in the audit trail
+//! (`auth.access_denied`, `token.denied`) with the reason and the route pattern, never with the
+//! secret, the path or the query string. A session found past its timeout is ended and
+//! recorded here (`auth.session_expired`).
+
+use std::borrow::Cow;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -17,11 +22,14 @@ use actix_web::middleware::Next;
 use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use tracing::warn;
 
-use crate::auth::sessions::{Session, SessionKey, Stage};
+use crate::audit::{Action, Actor, Event};
+use crate::auth::sessions::{Lookup, Session, SessionKey, Stage};
+use crate::auth::tokens::TokenCheck;
 use crate::domain::account::{ApiToken, Role, User};
 
 use super::AppState;
 use super::error::WebError;
+use super::signin::client_address;
 
 /// Name of the session cookie (`__Host-`: Secure, Path=/, no Domain).
 pub const SESSION_COOKIE: &str = "__Host-clientele";
@@ -54,7 +62,7 @@ pub const ANY_SCOPE: &str = "*";
 /// The caller of a request, put in the request's extensions by the guard.
 #[derive(Debug, Clone)]
 pub enum Principal {
-    User(SignedIn),
+    User(Box<SignedIn>),
     Token(ApiToken),
 }
 
@@ -64,6 +72,16 @@ pub struct SignedIn {
     pub user: User,
     pub key: SessionKey,
     pub session: Session,
+    /// Client address of this request.
+    pub address: String,
+}
+
+impl SignedIn {
+    /// The user as the actor of an audit event, from this request's address.
+    #[must_use]
+    pub fn actor(&self) -> Actor {
+        Actor::user(&self.user).from_address(self.address.clone())
+    }
 }
 
 impl FromRequest for SignedIn {
@@ -72,7 +90,7 @@ impl FromRequest for SignedIn {
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         std::future::ready(match req.extensions().get::<Principal>() {
-            Some(Principal::User(signed_in)) => Ok(signed_in.clone()),
+            Some(Principal::User(signed_in)) => Ok(SignedIn::clone(signed_in)),
             _ => Err(WebError::Unauthorized),
         })
     }
@@ -93,6 +111,15 @@ impl FromRequest for Principal {
 }
 
 impl Principal {
+    /// The caller as the actor of an audit event, from the request's address.
+    #[must_use]
+    pub fn actor(&self, req: &HttpRequest) -> Actor {
+        match self {
+            Self::User(signed_in) => signed_in.actor(),
+            Self::Token(token) => Actor::token(token).from_address(client_address(req)),
+        }
+    }
+
     /// Whether the caller may see the figures of `store`.
     #[must_use]
     pub fn can_see_store(&self, store: crate::domain::Id) -> bool {
@@ -110,26 +137,34 @@ pub async fn enforce(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if unsafe_method && let Some(reason) = cross_site(&req) {
-        return Ok(refuse(
-            req,
-            WebError::Forbidden(reason.into()),
-            "cross-site request",
-        ));
-    }
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Err(WebError::Internal("application state missing".into()).into());
     };
+    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if unsafe_method && let Some(reason) = cross_site(&req) {
+        let actor = cookie_actor(&state, req.request())?;
+        return refuse(
+            &state,
+            req,
+            WebError::Forbidden(reason.into()),
+            actor,
+            reason,
+        )
+        .await;
+    }
 
     let principal = match policy {
         Policy::Public => {
             if unsafe_method && !login_form_token_matches(&mut req).await? {
-                return Ok(refuse(
+                let actor = Actor::anonymous().from_address(client_address(req.request()));
+                return refuse(
+                    &state,
                     req,
                     WebError::Forbidden("the form expired; reload the page and try again".into()),
-                    "login csrf",
-                ));
+                    actor,
+                    "sign-in form token missing or wrong",
+                )
+                .await;
             }
             return next
                 .call(req)
@@ -138,65 +173,96 @@ pub async fn enforce(
         }
         Policy::Api { roles, scope } => match bearer(&req) {
             Some(secret) => match state.tokens.authenticate(&secret).map_err(WebError::from)? {
-                Some(token) if scope == ANY_SCOPE || token.scopes.iter().any(|s| s == scope) => {
+                TokenCheck::Valid(token)
+                    if scope == ANY_SCOPE || token.scopes.iter().any(|s| s == scope) =>
+                {
                     Principal::Token(token)
                 }
-                Some(_) => {
-                    return Ok(refuse(
+                TokenCheck::Valid(token) => {
+                    let actor = Actor::token(&token).from_address(client_address(req.request()));
+                    return refuse(
+                        &state,
                         req,
                         WebError::Forbidden(format!("this token lacks the scope `{scope}`")),
-                        "token scope",
-                    ));
+                        actor,
+                        format!("token lacks the scope {scope}"),
+                    )
+                    .await;
                 }
-                None => {
-                    return Ok(refuse(
-                        req,
-                        WebError::Unauthorized,
-                        "unknown or revoked token",
-                    ));
+                TokenCheck::Revoked(token) => {
+                    let event = Event::new(Action::TokenDenied)
+                        .by(Actor::token(&token).from_address(client_address(req.request())))
+                        .target("token", token.id)
+                        .denied("revoked token");
+                    return refuse_with(&state, req, WebError::Unauthorized, event).await;
+                }
+                TokenCheck::Unknown => {
+                    // Only that an unknown secret was sent is recorded, never the secret.
+                    let event = Event::new(Action::TokenDenied)
+                        .by(Actor::anonymous().from_address(client_address(req.request())))
+                        .denied("unknown token");
+                    return refuse_with(&state, req, WebError::Unauthorized, event).await;
                 }
             },
-            None => match signed_in(&state, &req).await? {
-                Some(signed_in)
+            None => match find_session(&state, req.request()).await? {
+                SessionFound::Live(signed_in)
                     if signed_in.session.stage == Stage::Full
                         && roles.contains(&signed_in.user.role) =>
                 {
                     Principal::User(signed_in)
                 }
-                Some(_) => {
-                    return Ok(refuse(
+                SessionFound::Live(signed_in) => {
+                    let reason = if signed_in.session.stage == Stage::Full {
+                        "role not allowed"
+                    } else {
+                        "sign-in incomplete"
+                    };
+                    let actor = signed_in.actor();
+                    return refuse(
+                        &state,
                         req,
                         WebError::Forbidden("your role cannot use this".into()),
-                        "role",
-                    ));
+                        actor,
+                        reason,
+                    )
+                    .await;
                 }
-                None => return Ok(refuse(req, WebError::Unauthorized, "no credentials")),
+                found => return refuse_unidentified(&state, req, unsafe_method, &found).await,
             },
         },
         Policy::SignInStep | Policy::Staff(_) => {
-            let Some(signed_in) = signed_in(&state, &req).await? else {
-                if unsafe_method {
-                    return Ok(refuse(req, WebError::Unauthorized, "no session"));
+            let signed_in = match find_session(&state, req.request()).await? {
+                SessionFound::Live(signed_in) => signed_in,
+                found if unsafe_method => {
+                    return refuse_unidentified(&state, req, unsafe_method, &found).await;
                 }
-                return Ok(req.into_response(redirect("/login")));
+                _ => return Ok(req.into_response(redirect("/login"))),
             };
             if let Policy::Staff(roles) = policy {
                 if let Some(step) = pending_step(signed_in.session.stage) {
                     if unsafe_method {
-                        return Ok(refuse(
+                        let actor = signed_in.actor();
+                        return refuse(
+                            &state,
                             req,
                             WebError::Forbidden("finish signing in first".into()),
+                            actor,
                             "sign-in incomplete",
-                        ));
+                        )
+                        .await;
                     }
                     return Ok(req.into_response(redirect(step)));
                 }
                 if !roles.contains(&signed_in.user.role) {
-                    return Ok(refuse(
+                    let actor = signed_in.actor();
+                    return refuse(
+                        &state,
                         req,
                         WebError::Forbidden("your role cannot open this page".into()),
-                        "role",
-                    ));
+                        actor,
+                        "role not allowed",
+                    )
+                    .await;
                 }
             }
             Principal::User(signed_in)
@@ -207,7 +273,17 @@ pub async fn enforce(
         let sent = csrf_token(&mut req).await?;
         let valid = sent.is_some_and(|sent| same_secret(&sent, &signed_in.session.csrf));
         if !valid {
-            return Ok(refuse(req, WebError::Forbidden("the form expired or did not come from this site; reload the page and try again".into()), "csrf"));
+            let actor = signed_in.actor();
+            let message = "the form expired or did not come from this site; reload the page and \
+                           try again";
+            return refuse(
+                &state,
+                req,
+                WebError::Forbidden(message.into()),
+                actor,
+                "CSRF token missing or wrong",
+            )
+            .await;
         }
     }
 
@@ -231,29 +307,106 @@ pub fn pending_step(stage: Stage) -> Option<&'static str> {
     }
 }
 
-async fn signed_in(state: &AppState, req: &ServiceRequest) -> Result<Option<SignedIn>, Error> {
+/// What a request's session cookie leads to.
+#[derive(Debug)]
+pub enum SessionFound {
+    /// No session cookie.
+    NoCookie,
+    /// A cookie of no session: signed out, revoked, replayed or made up.
+    Dead,
+    /// A session that ended on this request (a timeout, a disabled account), recorded as it
+    /// ended.
+    Ended,
+    Live(Box<SignedIn>),
+}
+
+/// The session of a request. A session found past its timeout, or whose account is disabled,
+/// is ended here with its audit entry (`auth.session_expired`, `auth.session_revoked`).
+pub async fn find_session(state: &AppState, req: &HttpRequest) -> Result<SessionFound, WebError> {
     let Some(cookie) = req.cookie(SESSION_COOKIE) else {
-        return Ok(None);
+        return Ok(SessionFound::NoCookie);
     };
-    let Some((key, session)) = state
-        .sessions
-        .find(cookie.value())
-        .await
-        .map_err(WebError::from)?
-    else {
-        return Ok(None);
-    };
-    match state
-        .accounts
-        .get(session.user_id)
-        .map_err(WebError::from)?
-    {
-        Some(user) if !user.disabled => Ok(Some(SignedIn { user, key, session })),
-        _ => {
-            state.sessions.end(key).await.map_err(WebError::from)?;
-            Ok(None)
+    let address = client_address(req);
+    match state.sessions.find(cookie.value())? {
+        Lookup::Unknown => Ok(SessionFound::Dead),
+        Lookup::Expired(key, session, timeout) => {
+            let event = Event::new(Action::SessionExpired)
+                .by(session_owner(state, session.user_id)?.from_address(address))
+                .target("session", key.handle())
+                .reason(timeout.reason());
+            state.sessions.end(key, event).await?;
+            Ok(SessionFound::Ended)
         }
+        Lookup::Live(key, session) => match state.accounts.get(session.user_id)? {
+            Some(user) if !user.disabled => Ok(SessionFound::Live(Box::new(SignedIn {
+                user,
+                key,
+                session,
+                address,
+            }))),
+            user => {
+                let (actor, reason) = match user {
+                    Some(user) => (Actor::user(&user), "account disabled"),
+                    None => (Actor::system(GUARD), "account no longer exists"),
+                };
+                let event = Event::new(Action::SessionRevoked)
+                    .by(actor.from_address(address))
+                    .target("session", key.handle())
+                    .reason(reason);
+                state.sessions.end(key, event).await?;
+                Ok(SessionFound::Ended)
+            }
+        },
     }
+}
+
+/// The guard's name when it acts for an account that is gone.
+const GUARD: &str = "access-guard";
+
+/// The owner of a session as an actor (the guard itself if the account is gone).
+fn session_owner(state: &AppState, user: crate::domain::Id) -> Result<Actor, WebError> {
+    Ok(state
+        .accounts
+        .get(user)?
+        .map_or_else(|| Actor::system(GUARD), |user| Actor::user(&user)))
+}
+
+/// The user of a request's live session, found without touching the session, or anonymous:
+/// the actor of a request refused before it was identified.
+fn cookie_actor(state: &AppState, req: &HttpRequest) -> Result<Actor, WebError> {
+    let owner = match req.cookie(SESSION_COOKIE) {
+        Some(cookie) => match state.sessions.peek(cookie.value())? {
+            Some(session) => session_owner(state, session.user_id)?,
+            None => Actor::anonymous(),
+        },
+        None => Actor::anonymous(),
+    };
+    Ok(owner.from_address(client_address(req)))
+}
+
+/// Refuses a request that carries no live session. A state-changing request with a dead
+/// cookie (replayed or made up) is recorded; one with no cookie at all is only logged, and a
+/// session that just ended was recorded as it ended.
+async fn refuse_unidentified(
+    state: &AppState,
+    req: ServiceRequest,
+    unsafe_method: bool,
+    found: &SessionFound,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    if unsafe_method && matches!(found, SessionFound::Dead) {
+        let actor = Actor::anonymous().from_address(client_address(req.request()));
+        return refuse(
+            state,
+            req,
+            WebError::Unauthorized,
+            actor,
+            "cookie of no live session",
+        )
+        .await;
+    }
+    let route = req.match_pattern().unwrap_or_default();
+    warn!(security_event = "no session", method = %req.method(), route = %route, "request refused");
+    Ok(req.error_response(WebError::Unauthorized))
 }
 
 fn bearer(req: &ServiceRequest) -> Option<String> {
@@ -337,10 +490,43 @@ fn same_secret(a: &str, b: &str) -> bool {
     digest(a).as_ref() == digest(b).as_ref()
 }
 
-fn refuse(req: ServiceRequest, error: WebError, reason: &'static str) -> ServiceResponse<BoxBody> {
+/// Refuses a request and records an `auth.access_denied` entry: `actor`, the route pattern as
+/// target, and `reason`. If the entry cannot be written the answer is a 500 (fail closed).
+async fn refuse(
+    state: &AppState,
+    req: ServiceRequest,
+    error: WebError,
+    actor: Actor,
+    reason: impl Into<Cow<'static, str>>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let event = Event::new(Action::AccessDenied)
+        .by(actor)
+        .target("route", route_of(&req))
+        .denied(reason);
+    refuse_with(state, req, error, event).await
+}
+
+/// Refuses a request and records `event`; fails closed like [`refuse`].
+async fn refuse_with(
+    state: &AppState,
+    req: ServiceRequest,
+    error: WebError,
+    event: Event,
+) -> Result<ServiceResponse<BoxBody>, Error> {
     let route = req.match_pattern().unwrap_or_default();
-    warn!(security_event = reason, method = %req.method(), route = %route, "request refused");
-    req.error_response(error)
+    warn!(security_event = %event.reason, method = %req.method(), route = %route, "request refused");
+    state.audit.record(event).await.map_err(WebError::from)?;
+    Ok(req.error_response(error))
+}
+
+/// The method and route pattern of a request (`POST /admin/users/{id}`): never the concrete
+/// path or the query string, which can hold personal data.
+fn route_of(req: &ServiceRequest) -> String {
+    format!(
+        "{} {}",
+        req.method(),
+        req.match_pattern().as_deref().unwrap_or("unmatched")
+    )
 }
 
 /// A 303 to another page of the app.

@@ -4,10 +4,14 @@
 pub mod account;
 pub mod admin;
 pub mod api;
+pub mod audit;
+pub mod customers;
+pub mod duplicates;
 pub mod error;
 pub mod guard;
 pub mod middleware;
 pub mod pages;
+pub mod privacy;
 pub mod routes;
 pub mod shell;
 pub mod signin;
@@ -39,6 +43,7 @@ pub struct AppState {
     pub store: Store,
     pub audit: crate::audit::Audit,
     /// The trail's search index, for the compliance page.
+    pub audit_index: crate::audit::index::AuditIndex,
     pub customers: crate::crm::Customers,
     pub accounts: Accounts,
     pub sessions: Sessions,

@@ -10,7 +10,7 @@ use actix_web::{Route, web};
 use crate::domain::account::Role;
 
 use super::guard::{self, ANY_ROLE, ANY_SCOPE, Policy};
-use super::{account, admin, api, pages, signin};
+use super::{account, admin, api, audit, customers, pages, signin};
 
 /// One route.
 #[derive(Debug, Clone)]
@@ -23,6 +23,11 @@ pub struct Endpoint {
 }
 
 const ADMIN: &[Role] = &[Role::Admin];
+/// Who reviews duplicates and merges.
+const MERGERS: &[Role] = &[Role::Manager, Role::Admin];
+/// Who answers privacy requests.
+const PRIVACY: &[Role] = &[Role::Compliance];
+const AUDIT_READERS: &[Role] = &[Role::Compliance, Role::Admin];
 
 macro_rules! endpoint {
     ($method:ident $path:literal, $policy:expr, $summary:literal, $handler:path) => {
@@ -72,6 +77,32 @@ pub fn table() -> Vec<Endpoint> {
         endpoint!(GET "/admin/tokens", Staff(ADMIN), "Integration tokens", admin::tokens),
         endpoint!(POST "/admin/tokens", Staff(ADMIN), "Create an integration token", admin::create_token),
         endpoint!(POST "/admin/tokens/{id}/revoke", Staff(ADMIN), "Revoke an integration token", admin::revoke_token),
+        endpoint!(GET "/audit", Staff(AUDIT_READERS), "Audit trail: filter and pages, newest first", audit::list),
+        endpoint!(POST "/audit/export", Staff(AUDIT_READERS), "Download the filtered audit trail", audit::export),
+        endpoint!(GET "/audit/{id}", Staff(AUDIT_READERS), "One audit entry in full", audit::show),
+        endpoint!(GET "/customers/duplicates", Staff(MERGERS), "Duplicate customers for review, best first", super::duplicates::list),
+        endpoint!(POST "/customers/duplicates/scan", Staff(MERGERS), "Scan for similar customers now", super::duplicates::scan),
+        endpoint!(GET "/customers/duplicates/{a}/{b}", Staff(MERGERS), "Two customers side by side", super::duplicates::compare),
+        endpoint!(POST "/customers/duplicates/{a}/{b}/dismiss", Staff(MERGERS), "Not the same person", super::duplicates::dismiss),
+        endpoint!(POST "/customers/merge", Staff(MERGERS), "Merge two customers, keeping one", super::duplicates::merge),
+        endpoint!(GET "/customers/merges/{id}", Staff(MERGERS), "A merge and its undo", super::duplicates::show_merge),
+        endpoint!(POST "/customers/merges/{id}/undo", Staff(MERGERS), "Undo a merge", super::duplicates::undo),
+        // After the duplicate routes: `/customers/{id}` would otherwise take `duplicates`.
+        endpoint!(GET "/customers", Staff(ANY_ROLE), "Customers: one search box", customers::list),
+        endpoint!(GET "/customers/lookup", Staff(ANY_ROLE), "Counter look-up, keyboard first", customers::lookup),
+        endpoint!(GET "/customers/new", Staff(customers::EDITORS), "New-customer form", customers::new_customer),
+        endpoint!(POST "/customers", Staff(customers::EDITORS), "Create a customer", customers::create),
+        endpoint!(GET "/customers/{id}", Staff(ANY_ROLE), "A customer (an audited read)", customers::show),
+        endpoint!(GET "/customers/{id}/edit", Staff(customers::EDITORS), "Edit form of a customer (an audited read)", customers::edit),
+        endpoint!(POST "/customers/{id}", Staff(customers::EDITORS), "Change a customer", customers::update),
+        endpoint!(POST "/customers/{id}/consents", Staff(customers::EDITORS), "Record a consent decision", customers::add_consent),
+        endpoint!(POST "/customers/{id}/notes", Staff(customers::EDITORS), "Add a note to a customer's timeline", customers::add_note),
+        endpoint!(GET "/privacy", Staff(PRIVACY), "Privacy requests and retention review", super::privacy::index),
+        endpoint!(GET "/privacy/customers/{id}", Staff(PRIVACY), "A customer's privacy actions", super::privacy::customer),
+        endpoint!(POST "/privacy/customers/{id}/export", Staff(PRIVACY), "Subject access export (JSON)", super::privacy::export),
+        endpoint!(POST "/privacy/customers/{id}/erase", Staff(PRIVACY), "Erase a customer", super::privacy::erase),
+        endpoint!(POST "/privacy/customers/{id}/legal-hold", Staff(PRIVACY), "Set or lift a legal hold", super::privacy::legal_hold),
+        endpoint!(POST "/privacy/retention/erase", Staff(PRIVACY), "Erase customers past the retention period", super::privacy::retention_erase),
         endpoint!(GET "/api/v1/openapi.json", Public, "This OpenAPI document", api::openapi),
         endpoint!(GET "/api/v1/me", Api { roles: ANY_ROLE, scope: ANY_SCOPE }, "The calling user or token", api::me),
         endpoint!(GET "/api/v1/locations", Api { roles: ANY_ROLE, scope: "read:locations" }, "Locations the caller may see", api::locations),

@@ -36,9 +36,17 @@ pub struct Shell {
 /// Navigation entries: (label, link, roles that see it). Only features that exist are listed.
 const NAV: &[(&str, &str, &[Role])] = &[
     ("Home", "/", &Role::ALL),
+    ("Customers", "/customers", &Role::ALL),
     ("Users", "/admin/users", &[Role::Admin]),
     ("Locations", "/admin/locations", &[Role::Admin]),
     ("Tokens", "/admin/tokens", &[Role::Admin]),
+    ("Audit", "/audit", &[Role::Compliance, Role::Admin]),
+    (
+        "Duplicates",
+        "/customers/duplicates",
+        &[Role::Manager, Role::Admin],
+    ),
+    ("Privacy", "/privacy", &[Role::Compliance]),
     ("Account", "/account", &Role::ALL),
 ];
 
@@ -47,17 +55,29 @@ impl Shell {
     #[must_use]
     pub fn signed_in(who: &SignedIn, title: impl Into<String>, path: &str) -> Self {
         let full = who.session.stage == crate::auth::sessions::Stage::Full;
-        let nav = NAV
+        let visible: Vec<_> = NAV
             .iter()
             .filter(|(_, _, roles)| full && roles.contains(&who.user.role))
-            .map(|(label, href, _)| NavItem {
-                label,
-                href,
-                current: if *href == "/" {
+            .collect();
+        // The longest entry the path falls under is current (`/customers/duplicates` marks
+        // Duplicates, not Customers).
+        let current = visible
+            .iter()
+            .map(|(_, href, _)| *href)
+            .filter(|href| {
+                if *href == "/" {
                     path == "/"
                 } else {
                     path.starts_with(href)
-                },
+                }
+            })
+            .max_by_key(|href| href.len());
+        let nav = visible
+            .into_iter()
+            .map(|(label, href, _)| NavItem {
+                label,
+                href,
+                current: current == Some(*href),
             })
             .collect();
         Self {

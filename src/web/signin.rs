@@ -1,4 +1,6 @@
-//! Signing in and out: password, second factor, sign-out.
+//! Signing in and out: password, second factor, sign-out. Every attempt is recorded in the
+//! audit trail: a success lands with the session write, a refusal is recorded on its own. What
+//! was typed is never recorded; an unknown login is an anonymous actor.
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::StatusCode;
@@ -7,6 +9,8 @@ use askama::Template;
 use serde::Deserialize;
 use tracing::{info, warn};
 
+use crate::audit::{Action, Actor, Event};
+use crate::auth::AuthError;
 use crate::auth::accounts::SignIn;
 use crate::auth::sessions::{Stage, random_token};
 use crate::auth::totp;
@@ -14,7 +18,9 @@ use crate::domain::account::User;
 
 use super::AppState;
 use super::error::WebError;
-use super::guard::{LOGIN_COOKIE, SESSION_COOKIE, SignedIn, pending_step, redirect};
+use super::guard::{
+    LOGIN_COOKIE, SESSION_COOKIE, SessionFound, SignedIn, find_session, pending_step, redirect,
+};
 use super::shell::Shell;
 
 #[derive(Debug, Template)]
@@ -37,9 +43,7 @@ pub async fn login_page(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, WebError> {
-    if let Some(cookie) = req.cookie(SESSION_COOKIE)
-        && state.sessions.find(cookie.value()).await?.is_some()
-    {
+    if let SessionFound::Live(_) = find_session(&state, &req).await? {
         return Ok(redirect("/"));
     }
     login_form(&state, String::new(), None, StatusCode::OK)
@@ -78,13 +82,41 @@ pub async fn login(
     let now = state.clock.now();
     if let Some(retry_after) = state.throttle.retry_after(&form.login, &address, now) {
         warn!(security_event = "login throttled", "sign-in refused");
+        let event = Event::new(Action::SignInThrottled)
+            .by(login_actor(&state, &form.login)?.from_address(address))
+            .denied(format!(
+                "too many failed attempts; retry after {retry_after} s"
+            ));
+        state.audit.record(event).await?;
         return Err(WebError::TooManyRequests { retry_after });
     }
-    let user = match state.accounts.sign_in(&form.login, &form.password).await? {
-        SignIn::Ok(user) => *user,
-        SignIn::Refused | SignIn::Disabled => {
+    let attempt = match state.accounts.sign_in(&form.login, &form.password).await {
+        Err(AuthError::Busy) => {
+            let event = Event::new(Action::SignInThrottled)
+                .by(login_actor(&state, &form.login)?.from_address(address))
+                .denied("too many sign-ins being checked at once");
+            state.audit.record(event).await?;
+            return Err(WebError::TooManyRequests { retry_after: 1 });
+        }
+        other => other?,
+    };
+    let attempt_by = |actor: Actor| Event::new(Action::SignIn).by(actor.from_address(&address));
+    let refusal = match attempt {
+        SignIn::Ok(user) => Ok(*user),
+        SignIn::UnknownLogin => Err(attempt_by(Actor::anonymous()).failed("unknown login")),
+        SignIn::WrongPassword(user) => Err(attempt_by(Actor::user(&user))
+            .target("user", user.id)
+            .failed("wrong password")),
+        SignIn::Disabled(user) => Err(attempt_by(Actor::user(&user))
+            .target("user", user.id)
+            .denied("account disabled")),
+    };
+    let user = match refusal {
+        Ok(user) => user,
+        Err(event) => {
             state.throttle.failed(&form.login, &address, now);
             warn!(security_event = "login failed", "sign-in refused");
+            state.audit.record(event).await?;
             return login_form(
                 &state,
                 form.login.clone(),
@@ -99,7 +131,19 @@ pub async fn login(
     } else {
         stage_after_second_factor(&user)
     };
-    let (cookie, _) = state.sessions.start(user.id, stage, &address).await?;
+    let signed_in = Event::new(Action::SignIn)
+        .by(Actor::user(&user).from_address(&address))
+        .target("user", user.id)
+        .reason(match stage {
+            Stage::SecondFactor => "password accepted; second factor due",
+            Stage::ChangePassword => "password accepted; new password due",
+            Stage::Enrol => "password accepted; second-factor enrolment due",
+            Stage::Full => "",
+        });
+    let (cookie, _) = state
+        .sessions
+        .start(user.id, stage, &address, signed_in)
+        .await?;
     info!(user = %user.id, "signed in");
     let next = pending_step(stage).unwrap_or("/");
     let mut res = redirect(next);
@@ -170,10 +214,22 @@ pub async fn second_factor(
     let address = client_address(&req);
     let now = state.clock.now();
     if let Some(retry_after) = state.throttle.retry_after(&who.user.login, &address, now) {
+        let event = Event::new(Action::SignInThrottled)
+            .by(who.actor())
+            .target("user", who.user.id)
+            .denied(format!(
+                "too many failed attempts; retry after {retry_after} s"
+            ));
+        state.audit.record(event).await?;
         return Err(WebError::TooManyRequests { retry_after });
     }
     let mut user = who.user.clone();
-    let accepted = match user
+    let check = || {
+        Event::new(Action::SecondFactor)
+            .by(who.actor())
+            .target("user", user.id)
+    };
+    let events = match user
         .totp_secret
         .as_deref()
         .map(totp::TotpSecret::from_base32)
@@ -182,16 +238,25 @@ pub async fn second_factor(
             match totp::verify(&secret, &form.code, now.as_second(), user.totp_last_step) {
                 Some(step) => {
                     user.totp_last_step = Some(step);
-                    true
+                    vec![check().fields(["totp_last_step"])]
                 }
-                None => totp::use_recovery_code(&mut user.recovery_codes, &form.code),
+                None if totp::use_recovery_code(&mut user.recovery_codes, &form.code) => vec![
+                    check().reason("recovery code"),
+                    Event::new(Action::RecoveryCodeUsed)
+                        .by(who.actor())
+                        .target("user", user.id)
+                        .fields(["recovery_codes"])
+                        .reason(format!("{} recovery codes left", user.recovery_codes.len())),
+                ],
+                None => Vec::new(),
             }
         }
-        _ => false,
+        _ => Vec::new(),
     };
-    if !accepted {
+    if events.is_empty() {
         state.throttle.failed(&user.login, &address, now);
         warn!(security_event = "second factor failed", "sign-in refused");
+        state.audit.record(check().failed("code not valid")).await?;
         let page = SecondFactorPage {
             shell: Shell::signed_in(&who, "Second factor", "/login"),
             error: Some(
@@ -202,7 +267,7 @@ pub async fn second_factor(
         return render(&page, StatusCode::UNAUTHORIZED);
     }
     state.throttle.succeeded(&user.login);
-    state.accounts.save(&mut user).await?;
+    state.accounts.save(&mut user, events).await?;
     let mut session = who.session.clone();
     let stage = stage_after_second_factor(&user);
     state
@@ -214,12 +279,24 @@ pub async fn second_factor(
 
 /// `POST /logout`: ends the session; the old cookie no longer works.
 pub async fn logout(state: web::Data<AppState>, who: SignedIn) -> Result<HttpResponse, WebError> {
-    state.sessions.end(who.key).await?;
+    let event = Event::new(Action::SignOut)
+        .by(who.actor())
+        .target("session", who.key.handle());
+    state.sessions.end(who.key, event).await?;
     info!(user = %who.user.id, "signed out");
     let mut res = redirect("/login");
     res.add_removal_cookie(&host_cookie(SESSION_COOKIE, String::new(), None))
         .map_err(|e| WebError::Internal(e.to_string()))?;
     Ok(res)
+}
+
+/// The account a typed login names, as an actor; anonymous when there is none (what was
+/// typed is never recorded: it may be a password typed in the wrong field).
+fn login_actor(state: &AppState, login: &str) -> Result<Actor, WebError> {
+    Ok(state
+        .accounts
+        .find_by_login(login)?
+        .map_or_else(Actor::anonymous, |user| Actor::user(&user)))
 }
 
 /// A `__Host-` cookie: `Secure`, `HttpOnly`, `SameSite=Strict`, Path=/, no Domain.

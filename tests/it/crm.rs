@@ -70,7 +70,12 @@ async fn resending_an_external_record_updates_and_conflicts_are_raised_not_merge
         id: "C-1".into(),
     });
     let first = customers
-        .resolve(&[pos.clone()], None, Actor::system("test"), "pos")
+        .resolve(
+            std::slice::from_ref(&pos),
+            None,
+            Actor::system("test"),
+            "pos",
+        )
         .await
         .unwrap();
     assert!(first.created);

@@ -7,10 +7,13 @@
 
 mod accounts;
 mod audit;
+mod audit_events;
+mod audit_page;
 mod browser;
 mod cli;
 mod crash;
 mod crm;
+mod customers;
 mod https;
 mod service;
 mod store;

@@ -48,6 +48,11 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// The running appliance's audit trail.
+    pub fn audit(&self) -> &clientele::audit::Audit {
+        &self.app.as_ref().unwrap().audit
+    }
+
     /// A fresh browser-like client.
     pub fn client(&self) -> reqwest::Client {
         client_for(self.dir.path())

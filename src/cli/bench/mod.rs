@@ -14,6 +14,7 @@
 //! arithmetic and printing of figures. Figures move with whatever else the machine is doing:
 //! run them on an otherwise idle appliance.
 
+mod audit;
 mod startup;
 mod store;
 mod web;
@@ -40,12 +41,16 @@ pub enum BenchCommand {
     /// HTTPS throughput of a signed-in page against a static file, and page latency during a
     /// sign-in flood
     Web(web::WebBenchArgs),
+    /// Audit trail: write cost of an entry, compliance-page queries over the index, export and
+    /// offline verification
+    Audit(audit::AuditBenchArgs),
 }
 
 pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
     match command {
         BenchCommand::Store(args) => store::bench_store(args),
         BenchCommand::Web(args) => web::bench_web(args),
+        BenchCommand::Audit(args) => audit::bench_audit(args),
     }
 }
 
