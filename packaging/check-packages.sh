@@ -89,7 +89,10 @@ say "lintian"
 awk '/^[^#[:space:]]/ && prev !~ /^#/ { print "override without a reason: " $0; bad = 1 }
      { prev = $0 } END { exit bad }' packaging/debian/lintian-overrides ||
     fail "packaging/debian/lintian-overrides: give every override a comment saying why"
-lintian --fail-on error,warning --show-overrides "$deb" ||
+# The overrides are listed for the log; the verdict comes from a run without
+# --show-overrides, because lintian 2.116 counts a shown override as a failure.
+lintian --show-overrides "$deb" || true
+lintian --fail-on error,warning "$deb" ||
     fail "lintian found errors or warnings in $deb"
 
 say "rpm metadata against $manifest"
