@@ -43,6 +43,8 @@ pub const IDEMPOTENCY: Table = Table::new("idempotency");
 pub const MAX_BATCH: usize = 10_000;
 /// Most lines in one transaction.
 pub const MAX_LINES: usize = 1_000;
+/// Customers resolved at once before a batch is written.
+const PARALLEL_RESOLVES: usize = 32;
 /// Longest item id or register id (characters).
 const MAX_ID: usize = 64;
 
@@ -282,6 +284,8 @@ impl Ingest {
         }
 
         let mut linked: HashMap<String, Option<Id>> = HashMap::new();
+        self.prelink(&transactions, &actor, source, &mut linked)
+            .await?;
         for _ in 0..RACE_RETRIES {
             match self
                 .attempt(
@@ -499,26 +503,70 @@ impl Ingest {
         if let Some(found) = linked.get(&cache_key) {
             return Ok(*found);
         }
-        let found = match self
-            .customers
-            .resolve(&identities, None, actor.clone(), source_kind(source))
-            .await
-        {
-            Ok(resolution) => Some(resolution.customer),
-            Err(CrmError::Invalid(_) | CrmError::Erased(_)) => None,
-            Err(CrmError::Store(err)) => return Err(err.into()),
-            Err(err) => {
-                return Err(InventoryError::invalid(
-                    "customer",
-                    format!("the customer could not be linked: {err}"),
-                ));
-            }
-        };
+        let found = linked_customer(
+            self.customers
+                .resolve(&identities, None, actor.clone(), source_kind(source))
+                .await,
+        )?;
         linked.insert(cache_key, found);
         Ok(found)
     }
 
+    /// Finds or creates the customers of the batch's new transactions before it is written,
+    /// several at once so their commits share flushes.
+    async fn prelink(
+        &self,
+        transactions: &[SaleTransaction],
+        actor: &Actor,
+        source: &str,
+        linked: &mut HashMap<String, Option<Id>>,
+    ) -> Result<(), InventoryError> {
+        let mut wanted: Vec<(String, Vec<Identity>)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for t in transactions {
+            if t.customer.is_empty() || t.kind == TransactionKind::Control {
+                continue;
+            }
+            let identities = identities(&t.customer);
+            let key = format!("{identities:?}");
+            if identities.is_empty()
+                || linked.contains_key(&key)
+                || !seen.insert(key.clone())
+                || self
+                    .store
+                    .contains(SALES, t.key.to_key_string().as_bytes())?
+            {
+                continue;
+            }
+            wanted.push((key, identities));
+        }
+        let mut queue = wanted.into_iter();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while running.len() < PARALLEL_RESOLVES {
+                let Some((key, identities)) = queue.next() else {
+                    break;
+                };
+                let (customers, actor) = (self.customers.clone(), actor.clone());
+                let source = source_kind(source).to_owned();
+                running.spawn(async move {
+                    let result = customers.resolve(&identities, None, actor, &source).await;
+                    (key, result)
+                });
+            }
+            let Some(joined) = running.join_next().await else {
+                return Ok(());
+            };
+            let (key, result) = joined.map_err(|err| {
+                StoreError::WriteFailed(format!("customer resolution stopped: {err}"))
+            })?;
+            linked.insert(key, linked_customer(result)?);
+        }
+    }
+
     /// Stages a customer's new sale figures, their sale index entries and timeline items.
+    // Limitation: a merge of two customers does not combine their figures (each keeps its
+    // own summary and sale index), and the subject access export does not include them.
     fn stage_summary(
         &self,
         set: &mut ChangeSet,
@@ -576,6 +624,21 @@ impl Ingest {
             Expect::Anything,
         );
         Ok(())
+    }
+}
+
+/// The customer a resolution gives; `None` when the identities cannot be used.
+fn linked_customer(
+    result: Result<crate::crm::Resolution, CrmError>,
+) -> Result<Option<Id>, InventoryError> {
+    match result {
+        Ok(resolution) => Ok(Some(resolution.customer)),
+        Err(CrmError::Invalid(_) | CrmError::Erased(_)) => Ok(None),
+        Err(CrmError::Store(err)) => Err(err.into()),
+        Err(err) => Err(InventoryError::invalid(
+            "customer",
+            format!("the customer could not be linked: {err}"),
+        )),
     }
 }
 
