@@ -189,6 +189,28 @@ pub struct Ingest {
     catalog: Catalog,
     ledger: Ledger,
     customers: Customers,
+    /// Locks over stock levels and customers (by hash): a batch holds those it touches while
+    /// it reads and writes them, so concurrent batches in this process queue instead of
+    /// losing the optimistic check again and again. The check stays as the guarantee.
+    stripes: Arc<Vec<Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Lock stripes over stock levels and customers.
+const STRIPES: usize = 1024;
+
+/// The stripe of a stock level or a customer.
+fn stripe(parts: &[&[u8]]) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    parts.hash(&mut hasher);
+    (hasher.finish() % STRIPES as u64) as usize
+}
+
+/// Caches of one batch: customers by identities, SKUs by register item id.
+#[derive(Debug, Default)]
+struct Lookups {
+    linked: HashMap<String, Option<Id>>,
+    items: HashMap<String, Option<String>>,
 }
 
 impl Ingest {
@@ -202,6 +224,11 @@ impl Ingest {
             catalog,
             ledger,
             customers,
+            stripes: Arc::new(
+                (0..STRIPES)
+                    .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                    .collect(),
+            ),
         }
     }
 
@@ -283,9 +310,10 @@ impl Ingest {
             return Ok(report);
         }
 
-        let mut linked: HashMap<String, Option<Id>> = HashMap::new();
-        self.prelink(&transactions, &actor, source, &mut linked)
+        let mut lookups = Lookups::default();
+        self.prelink(&transactions, &actor, source, &mut lookups.linked)
             .await?;
+        let _held = self.lock_stripes(&transactions, &mut lookups).await?;
         for _ in 0..RACE_RETRIES {
             match self
                 .attempt(
@@ -294,7 +322,7 @@ impl Ingest {
                     &actor,
                     source,
                     claim.as_ref(),
-                    &mut linked,
+                    &mut lookups,
                 )
                 .await
             {
@@ -333,7 +361,7 @@ impl Ingest {
         actor: &Actor,
         source: &str,
         claim: Option<&IdempotencyClaim>,
-        linked: &mut HashMap<String, Option<Id>>,
+        lookups: &mut Lookups,
     ) -> Result<IngestReport, InventoryError> {
         let now = self.clock.now();
         let mut report = IngestReport {
@@ -343,7 +371,6 @@ impl Ingest {
         let mut set = ChangeSet::new();
         let mut pending = Pending::default();
         let mut summaries: Vec<(Id, Vec<&SaleTransaction>)> = Vec::new();
-        let mut items: HashMap<String, Option<String>> = HashMap::new();
 
         for t in transactions {
             let key = t.key.to_key_string();
@@ -363,9 +390,9 @@ impl Ingest {
                 });
                 continue;
             }
-            let customer = self.link(t, actor, source, linked).await?;
+            let customer = self.link(t, actor, source, &mut lookups.linked).await?;
             let unknown_items =
-                self.stage_lines(&mut set, &mut pending, &mut items, t, &key, now)?;
+                self.stage_lines(&mut set, &mut pending, &mut lookups.items, t, &key, now)?;
             let record = SaleRecord {
                 transaction: t.clone(),
                 customer,
@@ -428,6 +455,57 @@ impl Ingest {
         Ok(report)
     }
 
+    /// The catalog SKU of a line's item id (or GTIN), cached for the batch.
+    fn find_sku(
+        &self,
+        line: &crate::domain::sale::SaleLine,
+        items: &mut HashMap<String, Option<String>>,
+    ) -> Result<Option<String>, InventoryError> {
+        if let Some(found) = items.get(&line.sku) {
+            return Ok(found.clone());
+        }
+        let found = match self.catalog.find_item(&line.sku)? {
+            Some(sku) => Some(sku),
+            None => match &line.gtin {
+                Some(gtin) => self.catalog.find_item(gtin)?,
+                None => None,
+            },
+        };
+        items.insert(line.sku.clone(), found.clone());
+        Ok(found)
+    }
+
+    /// Takes the locks of every stock level and customer the batch may write, in stripe
+    /// order (so two batches never wait on each other in a circle).
+    async fn lock_stripes(
+        &self,
+        transactions: &[SaleTransaction],
+        lookups: &mut Lookups,
+    ) -> Result<Vec<tokio::sync::OwnedMutexGuard<()>>, InventoryError> {
+        let mut wanted = std::collections::BTreeSet::new();
+        for t in transactions {
+            if matches!(t.kind, TransactionKind::Sale | TransactionKind::Return) {
+                for line in t.lines.iter().filter(|l| !l.voided) {
+                    let sku = self
+                        .find_sku(line, &mut lookups.items)?
+                        .unwrap_or_else(|| line.sku.clone());
+                    wanted.insert(stripe(&[sku.as_bytes(), t.key.store.as_bytes()]));
+                }
+            }
+            let key = format!("{:?}", identities(&t.customer));
+            if let Some(Some(customer)) = lookups.linked.get(&key) {
+                wanted.insert(stripe(&[&customer.to_bytes()]));
+            }
+        }
+        let mut held = Vec::with_capacity(wanted.len());
+        for n in wanted {
+            if let Some(lock) = self.stripes.get(n) {
+                held.push(Arc::clone(lock).lock_owned().await);
+            }
+        }
+        Ok(held)
+    }
+
     /// Stages the stock movements of a transaction's lines (none for voids and control
     /// records); returns the item ids the catalog does not know.
     fn stage_lines(
@@ -442,20 +520,7 @@ impl Ingest {
         let mut unknown_items = Vec::new();
         let moves = matches!(t.kind, TransactionKind::Sale | TransactionKind::Return);
         for line in t.lines.iter().filter(|l| !l.voided) {
-            let sku = match items.get(&line.sku) {
-                Some(found) => found.clone(),
-                None => {
-                    let found = match self.catalog.find_item(&line.sku)? {
-                        Some(sku) => Some(sku),
-                        None => match &line.gtin {
-                            Some(gtin) => self.catalog.find_item(gtin)?,
-                            None => None,
-                        },
-                    };
-                    items.insert(line.sku.clone(), found.clone());
-                    found
-                }
-            };
+            let sku = self.find_sku(line, items)?;
             let unknown = sku.is_none();
             if unknown && !unknown_items.contains(&line.sku) {
                 unknown_items.push(line.sku.clone());
