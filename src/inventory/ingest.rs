@@ -43,6 +43,8 @@ pub const IDEMPOTENCY: Table = Table::new("idempotency");
 pub const MAX_BATCH: usize = 10_000;
 /// Most lines in one transaction.
 pub const MAX_LINES: usize = 1_000;
+/// Attempts at resolving one customer when a concurrent change of the profile refuses it.
+const RESOLVE_TRIES: usize = 3;
 /// Customers resolved at once before a batch is written.
 const PARALLEL_RESOLVES: usize = 32;
 /// Longest item id or register id (characters).
@@ -568,11 +570,19 @@ impl Ingest {
         if let Some(found) = linked.get(&cache_key) {
             return Ok(*found);
         }
-        let found = linked_customer(
-            self.customers
+        let mut tries = 0;
+        let found = loop {
+            let result = self
+                .customers
                 .resolve(&identities, None, actor.clone(), source_kind(source))
-                .await,
-        )?;
+                .await;
+            tries += 1;
+            match result {
+                // A concurrent change of the same profile: read it again.
+                Err(CrmError::Store(StoreError::WriteFailed(_))) if tries < RESOLVE_TRIES => {}
+                other => break linked_customer(other)?,
+            }
+        };
         linked.insert(cache_key, found);
         Ok(found)
     }
@@ -625,7 +635,14 @@ impl Ingest {
             let (key, result) = joined.map_err(|err| {
                 StoreError::WriteFailed(format!("customer resolution stopped: {err}"))
             })?;
-            linked.insert(key, linked_customer(result)?);
+            match result {
+                // Two resolutions changing one profile at once can refuse each other: leave it
+                // to the one-at-a-time resolution of the batch itself.
+                Err(CrmError::Store(StoreError::WriteFailed(_))) => {}
+                other => {
+                    linked.insert(key, linked_customer(other)?);
+                }
+            }
         }
     }
 
