@@ -171,11 +171,11 @@ pub async fn start(
     )));
     let audit_index = audit::index::AuditIndex::new(audit.clone());
     tasks.push(tokio::spawn(audit::index::keep_up(audit_index.clone())));
-    tasks.push(tokio::spawn(crate::crm::duplicates::run(customers.clone())));
     let state = actix_web::web::Data::new(AppState {
         store: store.clone(),
         audit: audit.clone(),
         audit_index,
+        ingest: start_customer_and_sales_jobs(&store, &config, &deps, &customers, &mut tasks),
         customers,
         accounts,
         sessions,
@@ -213,6 +213,32 @@ pub async fn start(
         control: Some(control),
         certificate,
     })
+}
+
+/// The duplicate scan over customers; the sales ingest service, and the watcher of the
+/// `POSLog` drop folder when one is set.
+fn start_customer_and_sales_jobs(
+    store: &Store,
+    config: &Config,
+    deps: &Deps,
+    customers: &Customers,
+    tasks: &mut Vec<JoinHandle<std::io::Result<()>>>,
+) -> crate::inventory::ingest::Ingest {
+    tasks.push(tokio::spawn(crate::crm::duplicates::run(customers.clone())));
+    let ingest = crate::inventory::ingest::Ingest::new(
+        store.clone(),
+        Arc::clone(&deps.clock),
+        customers.clone(),
+    );
+    if let Some(inbox) = &config.pos.inbox {
+        tasks.push(tokio::spawn(crate::sync::inbox::watch(
+            ingest.clone(),
+            inbox.clone(),
+            config.pos.clone(),
+            Arc::clone(&deps.clock),
+        )));
+    }
+    ingest
 }
 
 /// Re-reads the configuration for a reload, from the same sources as at start (file,

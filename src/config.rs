@@ -28,6 +28,36 @@ pub struct Config {
     pub session: SessionConfig,
     pub audit: AuditConfig,
     pub customers: CustomersConfig,
+    pub pos: PosConfig,
+}
+
+/// Point-of-sale connectors: the `POSLog` drop folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PosConfig {
+    /// Folder the registers drop `POSLog` files into (`*.xml`); polled by the server. Files are
+    /// moved to `processed/` or `rejected/` beside them. None: no folder is watched.
+    pub inbox: Option<PathBuf>,
+    /// How often the folder is looked at.
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    /// A file is read only once it has not changed for this long and its size was the same at
+    /// two looks in a row (a register still writing it is left alone).
+    #[serde(deserialize_with = "duration")]
+    pub settle: Duration,
+    /// ISO 4217 currency of transactions without a `<CurrencyCode>`.
+    pub default_currency: String,
+}
+
+impl Default for PosConfig {
+    fn default() -> Self {
+        Self {
+            inbox: None,
+            poll_interval: Duration::from_secs(2),
+            settle: Duration::from_secs(5),
+            default_currency: "USD".into(),
+        }
+    }
 }
 
 /// Customer profiles.
@@ -184,6 +214,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             audit: AuditConfig::default(),
             customers: CustomersConfig::default(),
+            pos: PosConfig::default(),
         }
     }
 }
@@ -367,6 +398,24 @@ impl Config {
                 "customers.default_country",
                 "must be a two-letter country code such as GB, FR or US",
             );
+        }
+        if self.pos.poll_interval < Duration::from_millis(50) {
+            return invalid("pos.poll_interval", "must be at least 50 milliseconds");
+        }
+        if self.pos.default_currency.len() != 3
+            || !self
+                .pos
+                .default_currency
+                .bytes()
+                .all(|b| b.is_ascii_uppercase())
+        {
+            return invalid(
+                "pos.default_currency",
+                "must be an upper-case ISO 4217 code such as USD or EUR",
+            );
+        }
+        if self.pos.inbox.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return invalid("pos.inbox", "must be an absolute path");
         }
         if self.audit.checkpoint_entries == 0 {
             return invalid("audit.checkpoint_entries", "must be at least 1");

@@ -66,6 +66,12 @@ pub enum Request {
     ImportCustomers {
         file: PathBuf,
     },
+    /// Imports `POSLog` files (`clientele import poslog`), each all or nothing. The server reads
+    /// the files itself (absolute paths it can read).
+    ImportPoslog {
+        files: Vec<PathBuf>,
+        default_currency: String,
+    },
     /// Fills the demo stores and customers (`clientele demo`, `serve --demo`).
     Demo {
         customers: u64,
@@ -114,6 +120,9 @@ pub enum Response {
     },
     DemoFilled {
         report: crate::crm::demo::DemoReport,
+    },
+    PoslogImported {
+        files: Vec<crate::sync::inbox::FileOutcome>,
     },
     Error {
         message: String,
@@ -226,6 +235,10 @@ pub async fn answer(request: Request, store: Store) -> Response {
             crate::cli::privacy::answer(request, &store).await
         }
         Request::ImportCustomers { file } => crate::cli::customers::import(&store, &file).await,
+        Request::ImportPoslog {
+            files,
+            default_currency,
+        } => crate::cli::poslog::import(&store, &files, &default_currency).await,
         Request::Demo { customers, seed } => {
             let Some(accounts) = accounts_for(store.clone()) else {
                 return Response::Error {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod crm;
 pub mod domain;
+pub mod inventory;
 pub mod logging;
 pub mod store;
 pub mod sync;

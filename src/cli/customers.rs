@@ -40,6 +40,13 @@ pub enum ImportCommand {
     /// Every bad row is reported with its line and column, and then nothing is imported.
     /// Importing the same file again changes nothing.
     Customers(ImportArgs),
+    /// Import ARTS/NRF `POSLog` XML files (2.x and 6.x) from registers
+    ///
+    /// Each file is all or nothing: a file with any bad transaction (malformed XML, tenders
+    /// that do not add up, a negative quantity on a sale line...) imports nothing and is
+    /// reported with the line and element. Transactions received before (same store, register,
+    /// business day and sequence) change nothing, so importing a file again is safe.
+    Poslog(super::poslog::PoslogArgs),
 }
 
 #[derive(Debug, Args)]
@@ -64,7 +71,10 @@ pub fn run_import(
     source: &MasterKeySource,
     command: &ImportCommand,
 ) -> Result<ExitCode, CliError> {
-    let ImportCommand::Customers(args) = command;
+    let args = match command {
+        ImportCommand::Customers(args) => args,
+        ImportCommand::Poslog(args) => return super::poslog::run(config, source, args),
+    };
     let file = std::path::absolute(&args.file).map_err(|e| {
         CliError::Other(format!(
             "{}: cannot resolve the path: {e}",
@@ -146,7 +156,11 @@ pub fn print_demo(report: &crate::crm::demo::DemoReport) {
 
 /// Sends the request to the running server, or answers it here on the store opened with the
 /// server stopped.
-fn ask(config: &Config, source: &MasterKeySource, request: Request) -> Result<Response, CliError> {
+pub(super) fn ask(
+    config: &Config,
+    source: &MasterKeySource,
+    request: Request,
+) -> Result<Response, CliError> {
     match control::request(&config.control_socket(), &request, SERVER_TIMEOUT) {
         Ok(response) => return Ok(response),
         Err(ControlError::NotRunning { .. }) => {}

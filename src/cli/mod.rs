@@ -1,5 +1,5 @@
 //! The command line: `init`, `serve`, `doctor`, `keys`, `user`, `bench`, `audit`, `privacy`,
-//! `import`, `demo`.
+//! `import` (customers, poslog), `demo`.
 //!
 //! Every command works without a terminal (for install scripts and cron): secrets come from
 //! files or standard input, never from arguments, and the exit code says whether it worked.
@@ -10,6 +10,7 @@ pub(crate) mod customers;
 mod doctor;
 mod generate;
 mod keys;
+pub(crate) mod poslog;
 pub(crate) mod privacy;
 mod user;
 

@@ -155,5 +155,7 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("ingest:erp", "push ERP stock and orders"),
     ("ingest:rfid", "push RFID and EPCIS events"),
     ("read:customers", "read customer profiles"),
+    ("read:inventory", "read products and stock availability"),
     ("read:locations", "read stores and warehouses"),
+    ("write:catalog", "create and change products"),
 ];

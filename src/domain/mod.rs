@@ -5,6 +5,8 @@ pub mod account;
 pub mod card;
 pub mod customer;
 pub mod id;
+pub mod product;
 pub mod sale;
+pub mod stock;
 
 pub use id::Id;

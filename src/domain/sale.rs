@@ -39,22 +39,31 @@ impl TransactionKey {
     }
 }
 
-/// One transaction from a register.
+/// One transaction from a register. As JSON (the ingest API), fields with a default may be
+/// left out; unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SaleTransaction {
     pub key: TransactionKey,
     pub kind: TransactionKind,
     /// ISO 4217.
     pub currency: String,
+    #[serde(default)]
     pub operator: Option<String>,
+    #[serde(default)]
     pub started_at: Option<DateTime>,
+    #[serde(default)]
     pub ended_at: Option<DateTime>,
     pub lines: Vec<SaleLine>,
+    #[serde(default)]
     pub tenders: Vec<Tender>,
     /// The register's grand total, minor units, when it gave one.
+    #[serde(default)]
     pub total: Option<i64>,
+    #[serde(default)]
     pub customer: CustomerRefs,
     /// Vendor extension elements kept as seen (`acs:LoyaltyID` → text), card numbers masked.
+    #[serde(default)]
     pub extensions: Vec<(String, String)>,
 }
 
@@ -79,38 +88,51 @@ impl SaleTransaction {
 
 /// One item line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SaleLine {
+    #[serde(default)]
     pub line_no: u32,
     /// The item id the register used (SKU or GTIN).
     pub sku: String,
+    #[serde(default)]
     pub gtin: Option<String>,
+    #[serde(default)]
     pub description: String,
     /// Thousandths of a unit: 1 item is 1000, 0.42 kg is 420.
     pub quantity_milli: i64,
+    #[serde(default)]
     pub unit_price: i64,
     pub extended: i64,
+    #[serde(default)]
     pub discount: i64,
+    #[serde(default)]
     pub discount_codes: Vec<String>,
     /// A return line (stock comes back, spend goes down).
+    #[serde(default)]
     pub returned: bool,
     /// Voided at the register.
+    #[serde(default)]
     pub voided: bool,
 }
 
 /// A payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tender {
     /// `Cash`, `CreditDebit`, `GiftCard`, ...
     pub kind: String,
     pub amount: i64,
     /// Change given back (cash), in minor units.
+    #[serde(default)]
     pub change: i64,
     /// First six and last four digits, when the register sent a card number.
+    #[serde(default)]
     pub card_masked: Option<String>,
 }
 
 /// Identities of the customer as the register saw them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CustomerRefs {
     pub loyalty_id: Option<String>,
     pub email: Option<String>,

@@ -118,6 +118,7 @@ fn tree(text: &str) -> Result<Node, PoslogError> {
     let mut stack: Vec<Node> = Vec::new();
     let mut root: Option<Node> = None;
     let bytes = text.as_bytes();
+    let mut lines = Lines::default();
     loop {
         let at = usize::try_from(reader.buffer_position()).unwrap_or(0);
         let event = reader.read_event().map_err(|e| {
@@ -146,9 +147,9 @@ fn tree(text: &str) -> Result<Node, PoslogError> {
                     reason: "content after the end of the document".into(),
                 });
             }
-            Event::Start(e) => stack.push(node(&e, bytes, at)?),
+            Event::Start(e) => stack.push(node(&e, lines.at(bytes, at))?),
             Event::Empty(e) => {
-                let n = node(&e, bytes, at)?;
+                let n = node(&e, lines.at(bytes, at))?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(n),
                     None => root = Some(n),
@@ -201,12 +202,7 @@ fn tree(text: &str) -> Result<Node, PoslogError> {
     })
 }
 
-fn node(
-    e: &quick_xml::events::BytesStart<'_>,
-    bytes: &[u8],
-    at: usize,
-) -> Result<Node, PoslogError> {
-    let line = line_of(bytes, at);
+fn node(e: &quick_xml::events::BytesStart<'_>, line: usize) -> Result<Node, PoslogError> {
     let raw = String::from_utf8_lossy(e.name().as_ref()).into_owned();
     let (prefix, local) = match raw.split_once(':') {
         Some((p, l)) => (Some(p.to_owned()), l.to_owned()),
@@ -239,6 +235,34 @@ fn node(
         children: Vec::new(),
         line,
     })
+}
+
+/// Line numbers of increasing offsets, counted once: elements are met in document order, so
+/// each newline is counted once however large the file (counting from the start for every
+/// element made big files quadratic).
+#[derive(Debug)]
+struct Lines {
+    offset: usize,
+    line: usize,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Self { offset: 0, line: 1 }
+    }
+}
+
+impl Lines {
+    fn at(&mut self, bytes: &[u8], offset: usize) -> usize {
+        let offset = offset.min(bytes.len());
+        if offset < self.offset {
+            return line_of(bytes, offset);
+        }
+        // A slice with n newlines splits into n + 1 pieces.
+        self.line += bytes[self.offset..offset].split(|b| *b == b'\n').count() - 1;
+        self.offset = offset;
+        self.line
+    }
 }
 
 fn line_of(bytes: &[u8], offset: usize) -> usize {

@@ -18,6 +18,7 @@ use crate::crm::{CrmError, CustomerInput, TimelineItem};
 use crate::domain::Id;
 use crate::domain::account::Role;
 use crate::domain::customer::{self, Address, Channel, Consent, Customer, ExternalId, FieldError};
+use crate::store::StoreError;
 
 use super::AppState;
 use super::error::WebError;
@@ -320,12 +321,48 @@ struct ProfilePage {
     name: String,
     identity: IdentityView,
     consents: Vec<ConsentRow>,
+    figures: SaleFigures,
     timeline: Vec<TimelineRow>,
     can_edit: bool,
     channels: [Channel; 4],
     errors: Errors,
     consent: ConsentForm,
     note: String,
+}
+
+/// The customer's sale figures, for people.
+#[derive(Debug, Default)]
+struct SaleFigures {
+    /// Lifetime spend per currency (`1234.50 EUR`).
+    spend: Vec<String>,
+    purchases: u64,
+    returns: u64,
+    last_purchase: String,
+    average_basket: Vec<String>,
+}
+
+impl SaleFigures {
+    fn of(summary: &crate::inventory::ingest::SaleSummary) -> Self {
+        use crate::inventory::ingest::money;
+        Self {
+            spend: summary
+                .spend
+                .iter()
+                .map(|(c, s)| format!("{} {c}", money(s.amount, c)))
+                .collect(),
+            purchases: summary.purchases,
+            returns: summary.returns,
+            last_purchase: summary
+                .last_purchase
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            average_basket: summary
+                .average_basket()
+                .iter()
+                .map(|(c, a)| format!("{} {c}", money(*a, c)))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Template)]
@@ -420,6 +457,16 @@ async fn profile_page(
             name: c.display_name(),
             identity,
             consents: consent_rows(&c),
+            // Limitation: the figures are the customer's chain-wide totals, shown to every
+            // role that may open the profile; they are not broken down by store, so a
+            // store-scoped associate also sees spend made in other stores.
+            figures: match state.ingest.summary(id) {
+                Ok(summary) => SaleFigures::of(&summary),
+                Err(crate::inventory::InventoryError::Store(StoreError::Erased)) => {
+                    SaleFigures::default()
+                }
+                Err(err) => return Err(super::inventory::web_error(err)),
+            },
             timeline,
             can_edit: can_edit(who),
             channels: Channel::ALL,

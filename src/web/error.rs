@@ -23,6 +23,9 @@ pub enum WebError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// The request clashes with what is stored (an idempotency key reused with another body).
+    #[error("{0}")]
+    Conflict(String),
     #[error("too many attempts; try again in {retry_after} seconds")]
     TooManyRequests { retry_after: i64 },
     #[error(transparent)]
@@ -42,7 +45,7 @@ impl WebError {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::TooManyRequests { .. } => "too_many_requests",
-            Self::Store(StoreError::Conflict { .. }) => "conflict",
+            Self::Conflict(_) | Self::Store(StoreError::Conflict { .. }) => "conflict",
             Self::Store(_) | Self::Internal(_) => "internal",
         }
     }
@@ -57,7 +60,7 @@ impl ResponseError for WebError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
             Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

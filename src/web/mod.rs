@@ -9,6 +9,7 @@ pub mod customers;
 pub mod duplicates;
 pub mod error;
 pub mod guard;
+pub mod inventory;
 pub mod middleware;
 pub mod pages;
 pub mod privacy;
@@ -45,6 +46,8 @@ pub struct AppState {
     /// The trail's search index, for the compliance page.
     pub audit_index: crate::audit::index::AuditIndex,
     pub customers: crate::crm::Customers,
+    /// Catalog, stock ledger and sales ingest.
+    pub ingest: crate::inventory::ingest::Ingest,
     pub accounts: Accounts,
     pub sessions: Sessions,
     pub throttle: Throttle,

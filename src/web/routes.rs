@@ -10,7 +10,7 @@ use actix_web::{Route, web};
 use crate::domain::account::Role;
 
 use super::guard::{self, ANY_ROLE, ANY_SCOPE, Policy};
-use super::{account, admin, api, audit, customers, pages, signin};
+use super::{account, admin, api, audit, customers, inventory, pages, signin};
 
 /// One route.
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ const MERGERS: &[Role] = &[Role::Manager, Role::Admin];
 /// Who answers privacy requests.
 const PRIVACY: &[Role] = &[Role::Compliance];
 const AUDIT_READERS: &[Role] = &[Role::Compliance, Role::Admin];
+/// Who changes the catalog and stock by hand or through the API.
+const STOCK_KEEPERS: &[Role] = &[Role::Manager, Role::Admin];
 
 macro_rules! endpoint {
     ($method:ident $path:literal, $policy:expr, $summary:literal, $handler:path) => {
@@ -97,6 +99,8 @@ pub fn table() -> Vec<Endpoint> {
         endpoint!(POST "/customers/{id}", Staff(customers::EDITORS), "Change a customer", customers::update),
         endpoint!(POST "/customers/{id}/consents", Staff(customers::EDITORS), "Record a consent decision", customers::add_consent),
         endpoint!(POST "/customers/{id}/notes", Staff(customers::EDITORS), "Add a note to a customer's timeline", customers::add_note),
+        endpoint!(GET "/products", Staff(ANY_ROLE), "Products: the catalog with one search box", inventory::products_page),
+        endpoint!(GET "/products/{sku}", Staff(ANY_ROLE), "A product, its stock per location and recent movements", inventory::product_page),
         endpoint!(GET "/privacy", Staff(PRIVACY), "Privacy requests and retention review", super::privacy::index),
         endpoint!(GET "/privacy/customers/{id}", Staff(PRIVACY), "A customer's privacy actions", super::privacy::customer),
         endpoint!(POST "/privacy/customers/{id}/export", Staff(PRIVACY), "Subject access export (JSON)", super::privacy::export),
@@ -106,6 +110,13 @@ pub fn table() -> Vec<Endpoint> {
         endpoint!(GET "/api/v1/openapi.json", Public, "This OpenAPI document", api::openapi),
         endpoint!(GET "/api/v1/me", Api { roles: ANY_ROLE, scope: ANY_SCOPE }, "The calling user or token", api::me),
         endpoint!(GET "/api/v1/locations", Api { roles: ANY_ROLE, scope: "read:locations" }, "Locations the caller may see", api::locations),
+        endpoint!(GET "/api/v1/products", Api { roles: ANY_ROLE, scope: "read:inventory" }, "Products by SKU (?q=&limit=&cursor=)", inventory::list_products),
+        endpoint!(GET "/api/v1/products/{sku}", Api { roles: ANY_ROLE, scope: "read:inventory" }, "One product", inventory::get_product),
+        endpoint!(PUT "/api/v1/products/{sku}", Api { roles: STOCK_KEEPERS, scope: "write:catalog" }, "Create or replace a product", inventory::put_product),
+        endpoint!(GET "/api/v1/availability", Api { roles: ANY_ROLE, scope: "read:inventory" }, "Available-to-sell per SKU and location (?sku=A,B&location=X,Y)", inventory::availability),
+        endpoint!(POST "/api/v1/stock/movements", Api { roles: STOCK_KEEPERS, scope: "ingest:erp" }, "Record a receipt, adjustment, count or transfer", inventory::record_movement),
+        endpoint!(PUT "/api/v1/stock/{sku}/{location}", Api { roles: STOCK_KEEPERS, scope: "ingest:erp" }, "Set reserved quantity and safety stock", inventory::set_reserves),
+        endpoint!(POST "/api/v1/pos/transactions", Api { roles: STOCK_KEEPERS, scope: "ingest:pos" }, "Push register sales: one transaction or a batch (Idempotency-Key honoured)", inventory::pos_transactions),
         endpoint!(GET "/api/v1/locations/{id}", Api { roles: ANY_ROLE, scope: "read:locations" }, "One location", api::location),
     ]
 }

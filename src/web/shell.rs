@@ -37,6 +37,7 @@ pub struct Shell {
 const NAV: &[(&str, &str, &[Role])] = &[
     ("Home", "/", &Role::ALL),
     ("Customers", "/customers", &Role::ALL),
+    ("Products", "/products", &Role::ALL),
     ("Users", "/admin/users", &[Role::Admin]),
     ("Locations", "/admin/locations", &[Role::Admin]),
     ("Tokens", "/admin/tokens", &[Role::Admin]),

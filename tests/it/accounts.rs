@@ -293,6 +293,8 @@ async fn every_route_enforces_its_policy() {
             .replace("{id}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
             .replace("{a}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
             .replace("{b}", "01ARZ3NDEKTSV4RRFFQ69G5FAW")
+            .replace("{sku}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .replace("{location}", "S001")
             .replace("{handle}", "00")
             .replace("{file}", "app.css");
         let request = |client: &reqwest::Client| client.request(method.clone(), app.url(&path));

@@ -15,6 +15,7 @@ mod crash;
 mod crm;
 mod customers;
 mod https;
+mod ingest;
 mod service;
 mod store;
 mod support;

@@ -5,6 +5,9 @@
 //! - `bench web` ([`web`]) loads a started server over HTTPS: a static file against a signed-in
 //!   page, then page latency while sign-ins flood the Argon2 pool.
 //!
+//! - `bench ingest` ([`ingest`]) ingests `POSLog` files and JSON batches of register sales and
+//!   times availability reads meanwhile.
+//!
 //! Each prints a table for people, then one JSON line with every figure for the records.
 //! Progress goes to standard error so standard output holds only the table and the JSON.
 //!
@@ -15,6 +18,7 @@
 //! run them on an otherwise idle appliance.
 
 mod audit;
+mod ingest;
 mod startup;
 mod store;
 mod web;
@@ -44,6 +48,9 @@ pub enum BenchCommand {
     /// Audit trail: write cost of an entry, compliance-page queries over the index, export and
     /// offline verification
     Audit(audit::AuditBenchArgs),
+    /// Sales ingest: `POSLog` files and JSON batches (transactions per second), and availability
+    /// latency while sales go in
+    Ingest(ingest::IngestBenchArgs),
 }
 
 pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
@@ -51,6 +58,7 @@ pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
         BenchCommand::Store(args) => store::bench_store(args),
         BenchCommand::Web(args) => web::bench_web(args),
         BenchCommand::Audit(args) => audit::bench_audit(args),
+        BenchCommand::Ingest(args) => ingest::bench_ingest(args),
     }
 }
 
