@@ -121,6 +121,7 @@ impl Customers {
                 "a profile cannot be merged into itself",
             ));
         }
+        let _guards = self.lock_profiles(survivor, merged).await;
         let keep = self.live(survivor)?;
         let gone = self.live(merged)?;
         let now = self.now();
@@ -229,6 +230,7 @@ impl Customers {
         if record.undone_at.is_some() {
             return Err(CrmError::invalid("merge", "this merge was already undone"));
         }
+        let _guards = self.lock_profiles(record.survivor, record.merged).await;
         let current = self.live(record.survivor)?;
         if current.updated_at != record.survivor_version {
             return Err(CrmError::invalid(

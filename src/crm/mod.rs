@@ -391,7 +391,14 @@ struct Inner {
     default_country: String,
     index: RwLock<SearchIndex>,
     ready: AtomicBool,
+    /// Striped locks serialising read-modify-write of one profile inside this process, so two
+    /// concurrent changes of one customer cannot lose each other's fields (the store checks
+    /// presence, not versions).
+    profile_locks: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Stripes of [`Inner::profile_locks`].
+const PROFILE_LOCK_STRIPES: usize = 256;
 
 impl Customers {
     #[must_use]
@@ -409,6 +416,9 @@ impl Customers {
                 default_country: default_country.to_uppercase(),
                 index: RwLock::new(SearchIndex::new()),
                 ready: AtomicBool::new(false),
+                profile_locks: (0..PROFILE_LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
             }),
         }
     }
@@ -628,6 +638,56 @@ impl Customers {
         profile: Profile,
         actor: Actor,
     ) -> Result<Customer, CrmError> {
+        let _guard = self.lock_profile(id).await;
+        self.update_locked(id, profile, actor).await
+    }
+
+    /// Serialises changes of one customer's profile in this process; hold the guard from the
+    /// read of the profile to the commit of its change.
+    pub async fn lock_profile(&self, id: Id) -> tokio::sync::MutexGuard<'_, ()> {
+        // In range: reduced modulo the number of stripes.
+        self.inner.profile_locks[Self::stripe(id)].lock().await
+    }
+
+    /// Locks two profiles (a merge), always in stripe order so two merges cannot deadlock.
+    pub async fn lock_profiles(
+        &self,
+        a: Id,
+        b: Id,
+    ) -> (
+        tokio::sync::MutexGuard<'_, ()>,
+        Option<tokio::sync::MutexGuard<'_, ()>>,
+    ) {
+        let (first, second) = {
+            let (x, y) = (Self::stripe(a), Self::stripe(b));
+            (x.min(y), x.max(y))
+        };
+        let one = self.inner.profile_locks[first].lock().await;
+        let two = if second == first {
+            None
+        } else {
+            Some(self.inner.profile_locks[second].lock().await)
+        };
+        (one, two)
+    }
+
+    fn stripe(id: Id) -> usize {
+        let bytes = id.to_bytes();
+        bytes
+            .iter()
+            .rev()
+            .take(8)
+            .fold(0usize, |acc, b| acc.wrapping_mul(31).wrapping_add(usize::from(*b)))
+            % PROFILE_LOCK_STRIPES
+    }
+
+    /// [`Self::update`] with the profile's lock already held.
+    async fn update_locked(
+        &self,
+        id: Id,
+        profile: Profile,
+        actor: Actor,
+    ) -> Result<Customer, CrmError> {
         let mut customer = self.live(id)?;
         let fields = profile.changed_fields(&customer);
         if fields.is_empty() {
@@ -681,6 +741,7 @@ impl Customers {
         consent: Consent,
         actor: Actor,
     ) -> Result<Customer, CrmError> {
+        let _guard = self.lock_profile(id).await;
         let mut customer = self.live(id)?;
         if consent.wording_version.trim().is_empty() {
             return Err(CrmError::invalid("wording_version", "is required"));
@@ -813,22 +874,26 @@ impl Customers {
                 .filter(|(_, owner)| owner.is_none())
                 .map(|(i, _)| i.clone())
                 .collect();
-            let target = match self.live(strongest) {
-                Ok(c) => c,
-                Err(CrmError::Merged(_, survivor)) => self.live(survivor)?,
+            let target_id = match self.live(strongest) {
+                Ok(c) => c.id,
+                Err(CrmError::Merged(_, survivor)) => survivor,
                 Err(err) => return Err(err),
             };
+            let guard = self.lock_profile(target_id).await;
+            // Read again under the lock, so a concurrent change of the profile is kept.
+            let target = self.live(target_id)?;
             if !unknown.is_empty() {
                 let mut profile = profile_of(&target);
                 for identity in &unknown {
                     add_identity(&mut profile, identity);
                 }
-                match self.update(target.id, profile, actor.clone()).await {
+                match self.update_locked(target.id, profile, actor.clone()).await {
                     Ok(_) => {}
                     Err(CrmError::IdentityTaken { .. }) => continue,
                     Err(err) => return Err(err),
                 }
             }
+            drop(guard);
             for other in &conflicts {
                 self.raise_duplicate(
                     target.id,
