@@ -269,6 +269,12 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<Entry, StoreError> {
     Ok(entry)
 }
 
+/// The audit signing key of `store`, created the first time (blocking), for signed artefacts
+/// made outside a running trail (backups from the command line or the control socket).
+pub fn load_signing_key(store: &Store, random: &dyn Random) -> Result<SigningKey, StoreError> {
+    signing_key(store, random)
+}
+
 fn signing_key(store: &Store, random: &dyn Random) -> Result<SigningKey, StoreError> {
     let crypto = |e: String| StoreError::Decode(format!("audit signing key: {e}"));
     for _ in 0..2 {

@@ -9,6 +9,9 @@
 //! keys/erasures.ledger every erased subject, re-applied at every open
 //! ```
 //!
+//! Backups (`backup`) copy the sealed values as stored, with a redo section for the writes
+//! committed while they stream; `rewrap` changes the master key without rewriting data.
+//!
 //! Invariants:
 //! - every value in `data` is sealed (see `seal`); keys are table prefix + opaque id or blind
 //!   index, never plaintext personal data;
@@ -16,11 +19,13 @@
 //! - every write goes through [`Store::commit`] and the committer thread (see `commit`);
 //! - a failed open is a typed error, never garbage.
 
+pub mod backup;
 mod commit;
 pub mod files;
 mod keyring;
 pub mod master;
 pub mod migrate;
+pub mod rewrap;
 mod rewrite;
 pub mod seal;
 mod subjects;
@@ -220,6 +225,19 @@ struct Shared {
     log_heads: Mutex<std::collections::HashMap<&'static str, LogHead>>,
     /// Set when the store is being closed; background work stops at its next step.
     closing: std::sync::atomic::AtomicBool,
+    /// While a backup streams: every write applied since it started, in order (its redo
+    /// section). Held across each batch, so a batch is either wholly in it or wholly after it.
+    redo: Mutex<Option<Vec<backup::RedoOp>>>,
+    /// Where the files beside the database are.
+    paths: StorePaths,
+}
+
+/// The files of a store beside the sled database.
+#[derive(Debug, Clone)]
+pub(crate) struct StorePaths {
+    pub db_dir: PathBuf,
+    pub keystore: PathBuf,
+    pub erasure_ledger: PathBuf,
 }
 
 impl Shared {
@@ -445,6 +463,7 @@ impl Store {
         random: Arc<dyn Random>,
     ) -> Result<Self, StoreError> {
         migrate::recover(&options.db_dir)?;
+        rewrap::recover(options)?;
         if !options.db_dir.join("conf").exists() {
             return Err(StoreError::NotInitialised {
                 path: options.db_dir.clone(),
@@ -506,6 +525,12 @@ impl Store {
             rewriter: Mutex::new(None),
             log_heads: Mutex::new(std::collections::HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
+            redo: Mutex::new(None),
+            paths: StorePaths {
+                db_dir: options.db_dir.clone(),
+                keystore: options.keystore.clone(),
+                erasure_ledger: options.erasure_ledger.clone(),
+            },
         });
 
         let (queue_tx, queue_rx) = mpsc::channel();
@@ -793,7 +818,7 @@ impl Store {
 
 /// Salt and cost of a passphrase-derived master key.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
-struct KdfRecord {
+pub(crate) struct KdfRecord {
     salt: String,
     params: KdfParams,
 }
@@ -802,7 +827,7 @@ struct KdfRecord {
 /// and a value sealed under the master key. Read before sled is opened, so a wrong key or
 /// passphrase is refused without touching the database.
 #[derive(Debug, Serialize, serde::Deserialize)]
-struct KeyCheck {
+pub(crate) struct KeyCheck {
     format: u32,
     kdf: Option<KdfRecord>,
     check: String,
@@ -811,14 +836,14 @@ struct KeyCheck {
 const KEYCHECK_AAD: &[u8] = b"clientele/keycheck";
 const KEYCHECK_TEXT: &[u8] = b"clientele master key check v1";
 
-fn keycheck_path(db_dir: &Path) -> PathBuf {
+pub(crate) fn keycheck_path(db_dir: &Path) -> PathBuf {
     let mut name = db_dir.file_name().unwrap_or_default().to_os_string();
     name.push(".keycheck");
     db_dir.with_file_name(name)
 }
 
 impl KeyCheck {
-    fn create(
+    pub(crate) fn create(
         master: &MasterKey,
         kdf: Option<KdfRecord>,
         random: &dyn Random,
@@ -832,7 +857,7 @@ impl KeyCheck {
         })
     }
 
-    fn write(&self, path: &Path) -> Result<(), StoreError> {
+    pub(crate) fn write(&self, path: &Path) -> Result<(), StoreError> {
         let bytes =
             serde_json::to_vec_pretty(self).map_err(|e| StoreError::Decode(e.to_string()))?;
         files::write_atomic(path, &bytes, 0o600).map_err(|source| StoreError::Io {
@@ -841,7 +866,7 @@ impl KeyCheck {
         })
     }
 
-    fn read(path: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn read(path: &Path) -> Result<Self, StoreError> {
         let bytes = std::fs::read(path).map_err(|source| StoreError::Io {
             path: path.to_owned(),
             source,
@@ -854,7 +879,11 @@ impl KeyCheck {
     }
 
     /// Derives the master key from `source` and proves it is the store's key.
-    fn verify(&self, source: &MasterKeySource, db_dir: &Path) -> Result<MasterKey, StoreError> {
+    pub(crate) fn verify(
+        &self,
+        source: &MasterKeySource,
+        db_dir: &Path,
+    ) -> Result<MasterKey, StoreError> {
         let master = match (source, &self.kdf) {
             (MasterKeySource::File(path), None) => MasterKey::read_file(path, true)?,
             (MasterKeySource::Credential(path), None) => MasterKey::read_file(path, false)?,

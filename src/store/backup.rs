@@ -1,0 +1,1125 @@
+//! Online backups in Clientele's own streaming format, their verification, and restore.
+//!
+//! A backup copies every value as stored (still sealed; nothing is opened), so it needs no key
+//! to write and reveals nothing without the master key. The file is a sequence of frames:
+//!
+//! ```text
+//! "CLIENTELE BACKUP\n"                         magic
+//! frame: kind (1 byte) | length (u32, big-endian) | payload
+//!   'H' header     JSON: format, schema version, start time, the key-check file
+//!   'm' meta       record of the `meta` tree: key length (u32), key, value
+//!   'd' data       record of the `data` tree, sealed as stored
+//!   'p' redo put   a write committed while the backup streamed (store key, sealed value)
+//!   'x' redo del   a removal committed while the backup streamed (store key)
+//!   'f' file       name length (u8), name, bytes (subject keystore, erasure ledger)
+//!   'M' manifest   JSON: per section a count, a byte size and a SHA-256; the SHA-256 of
+//!                  every byte before the manifest; times; schema version
+//!   'S' signature  JSON: the audit Ed25519 public key and its signature of the manifest
+//! ```
+//!
+//! Consistency: before the copy starts, the committer begins copying every batch it applies
+//! into a redo list (under a lock held across each batch and its flush). The data section is
+//! then read while writes go on, and the redo list, taken when the copy ends, replays every
+//! batch applied since the start, in order. Restoring data then redo gives the store as it
+//! was when the redo list was taken: one point in time, with no batch cut in half. The
+//! subject keystore and the erasure ledger are read after that point (under the keystore
+//! lock), so every key a copied record needs is there.
+//!
+//! Reading checks the order of frames, every section digest, the stream digest and the
+//! signature; a short or altered file is an error that names the section and byte offset.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use ring::digest::{Context, SHA256};
+use ring::signature::{ED25519, UnparsedPublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{Clock, Random};
+
+use super::subjects::{self, SubjectKeys};
+use super::{KeyCheck, MasterKey, MasterKeySource, SCHEMA_VERSION, Store, StoreError, files};
+
+/// The first bytes of every backup file.
+pub const MAGIC: &[u8] = b"CLIENTELE BACKUP\n";
+/// The format this binary writes and reads.
+pub const FORMAT: u32 = 1;
+/// The largest frame accepted; a larger length is damage, not data.
+const MAX_FRAME: u32 = 512 << 20;
+const SIGNED_PREFIX: &[u8] = b"clientele-backup-manifest-v1\n";
+
+const HEADER: u8 = b'H';
+const META: u8 = b'm';
+const DATA: u8 = b'd';
+const REDO_PUT: u8 = b'p';
+const REDO_DELETE: u8 = b'x';
+const FILE: u8 = b'f';
+const MANIFEST: u8 = b'M';
+const SIGNATURE: u8 = b'S';
+
+/// File names inside a backup.
+pub const KEYSTORE_FILE: &str = "subjects.keystore";
+pub const LEDGER_FILE: &str = "erasures.ledger";
+
+/// A write seen by a running backup: store key, and the sealed value or `None` for a removal.
+pub(crate) type RedoOp = super::commit::StagedOp;
+
+/// Signs backup manifests; the audit signing key implements it.
+pub trait ManifestSigner {
+    /// The Ed25519 public key.
+    fn public_key(&self) -> [u8; 32];
+    /// An Ed25519 signature of `message`.
+    fn sign_bytes(&self, message: &[u8]) -> Vec<u8>;
+}
+
+/// Why a backup, a verification or a restore failed. Messages name the section or byte
+/// offset and what to do; none carries a record's content.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("not a Clientele backup (it does not start with the backup signature)")]
+    NotABackup,
+    #[error(
+        "the file ends early at byte {offset}, inside {what}; the backup is incomplete \
+         (copy it again, or use another backup)"
+    )]
+    Truncated { offset: u64, what: String },
+    #[error("{what} at byte {offset}; the backup is damaged or altered")]
+    Malformed { offset: u64, what: String },
+    #[error(
+        "section {section} does not match the manifest ({detail}); the backup was altered or \
+         damaged, use another one"
+    )]
+    Digest { section: String, detail: String },
+    #[error("the manifest signature {0}; the backup was altered or not made by this appliance")]
+    Signature(String),
+    #[error("backup format {found} is not supported by this binary (it reads format {FORMAT})")]
+    Format { found: u32 },
+    #[error("a backup is already running; wait for it to finish")]
+    Busy,
+    #[error("{0}")]
+    Refused(String),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing the backup: {0}")]
+    Write(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sled::Error> for BackupError {
+    fn from(err: sled::Error) -> Self {
+        Self::Store(StoreError::Sled(err))
+    }
+}
+
+/// The first frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupHeader {
+    pub format: u32,
+    pub schema_version: u32,
+    pub started_at: String,
+    pub clientele_version: String,
+    /// The store's key-check file (KDF salt and a value sealed under the master key), so a
+    /// restore refuses a wrong key before writing anything.
+    pub keycheck: String,
+}
+
+/// Size and digest of one section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SectionDigest {
+    /// Frames in the section.
+    pub count: u64,
+    /// Bytes of those frames.
+    pub bytes: u64,
+    /// SHA-256 of those frames, in hex.
+    pub sha256: String,
+}
+
+/// What a backup holds, signed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub schema_version: u32,
+    pub started_at: String,
+    pub finished_at: String,
+    /// `header`, `meta`, `data`, `redo`, `file:subjects.keystore`, `file:erasures.ledger`.
+    pub sections: BTreeMap<String, SectionDigest>,
+    /// SHA-256 of every byte before the manifest frame.
+    pub stream_sha256: String,
+    /// SHA-256 of the key-check file carried in the header.
+    pub keycheck_sha256: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignatureFrame {
+    public_key: String,
+    signature: String,
+}
+
+/// A backup that passed every check.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub manifest: Manifest,
+    /// The signing key that signed the manifest.
+    pub public_key: [u8; 32],
+    /// Size of the whole file.
+    pub bytes: u64,
+}
+
+impl Manifest {
+    /// Records in the data section plus the redo section.
+    #[must_use]
+    pub fn records(&self) -> u64 {
+        ["data", "redo"]
+            .iter()
+            .filter_map(|name| self.sections.get(*name))
+            .map(|section| section.count)
+            .sum()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(bytes)
+}
+
+fn section_of(kind: u8) -> Option<&'static str> {
+    match kind {
+        HEADER => Some("header"),
+        META => Some("meta"),
+        DATA => Some("data"),
+        REDO_PUT | REDO_DELETE => Some("redo"),
+        _ => None,
+    }
+}
+
+/// Digests of the sections being written or read.
+struct Digests {
+    stream: Context,
+    sections: BTreeMap<String, (Context, u64, u64)>,
+}
+
+impl Digests {
+    fn new() -> Self {
+        let mut stream = Context::new(&SHA256);
+        stream.update(MAGIC);
+        Self {
+            stream,
+            sections: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, section: &str, parts: &[&[u8]]) {
+        let entry = self
+            .sections
+            .entry(section.to_owned())
+            .or_insert_with(|| (Context::new(&SHA256), 0, 0));
+        entry.1 += 1;
+        for part in parts {
+            self.stream.update(part);
+            entry.0.update(part);
+            entry.2 += part.len() as u64;
+        }
+    }
+
+    fn finish(self) -> (String, BTreeMap<String, SectionDigest>) {
+        let sections = self
+            .sections
+            .into_iter()
+            .map(|(name, (context, count, bytes))| {
+                let sha256 = hex(context.finish().as_ref());
+                (
+                    name,
+                    SectionDigest {
+                        count,
+                        bytes,
+                        sha256,
+                    },
+                )
+            })
+            .collect();
+        (hex(self.stream.finish().as_ref()), sections)
+    }
+}
+
+/// Writes frames and keeps their digests.
+struct FrameWriter<'a> {
+    out: &'a mut dyn Write,
+    digests: Digests,
+    written: u64,
+}
+
+impl<'a> FrameWriter<'a> {
+    fn new(out: &'a mut dyn Write) -> Result<Self, BackupError> {
+        out.write_all(MAGIC).map_err(BackupError::Write)?;
+        Ok(Self {
+            out,
+            digests: Digests::new(),
+            written: MAGIC.len() as u64,
+        })
+    }
+
+    fn frame(&mut self, kind: u8, section: &str, parts: &[&[u8]]) -> Result<(), BackupError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let len = u32::try_from(len)
+            .ok()
+            .filter(|len| *len <= MAX_FRAME)
+            .ok_or_else(|| {
+                BackupError::Write(std::io::Error::other(format!(
+                    "a {section} frame of {len} bytes is larger than the format allows"
+                )))
+            })?;
+        let mut head = [0u8; 5];
+        head[0] = kind;
+        head[1..].copy_from_slice(&len.to_be_bytes());
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        all.push(&head);
+        all.extend_from_slice(parts);
+        self.digests.add(section, &all);
+        for part in all {
+            self.out.write_all(part).map_err(BackupError::Write)?;
+        }
+        self.written += 5 + u64::from(len);
+        Ok(())
+    }
+
+    fn record(&mut self, kind: u8, key: &[u8], value: &[u8]) -> Result<(), BackupError> {
+        let section = section_of(kind).unwrap_or("data");
+        let key_len = (key.len() as u32).to_be_bytes();
+        self.frame(kind, section, &[&key_len, key, value])
+    }
+
+    fn file(&mut self, name: &str, bytes: &[u8]) -> Result<(), BackupError> {
+        let name_len = [name.len() as u8];
+        self.frame(
+            FILE,
+            &format!("file:{name}"),
+            &[&name_len, name.as_bytes(), bytes],
+        )
+    }
+}
+
+/// Clears the redo list when a backup ends, whichever way it ends.
+struct RedoGuard<'a>(&'a super::Shared);
+
+impl Drop for RedoGuard<'_> {
+    fn drop(&mut self) {
+        super::lock(&self.0.redo).take();
+    }
+}
+
+impl Store {
+    /// Streams a consistent backup of the open store to `out` while it keeps serving, signed
+    /// with `signer`. Values are copied sealed, as stored.
+    pub fn backup(
+        &self,
+        out: &mut dyn Write,
+        signer: &dyn ManifestSigner,
+    ) -> Result<Manifest, BackupError> {
+        let shared = self.shared();
+        {
+            let mut redo = super::lock(&shared.redo);
+            if redo.is_some() {
+                return Err(BackupError::Busy);
+            }
+            *redo = Some(Vec::new());
+        }
+        let guard = RedoGuard(shared);
+        let started_at = shared.clock.now().to_string();
+
+        let keycheck_path = super::keycheck_path(&shared.paths.db_dir);
+        let keycheck =
+            std::fs::read_to_string(&keycheck_path).map_err(|source| BackupError::Io {
+                path: keycheck_path.clone(),
+                source,
+            })?;
+        let meta = shared.db.open_tree("meta")?;
+        let schema_version = super::schema_version(&meta, &shared.paths.db_dir)?;
+        let header = BackupHeader {
+            format: FORMAT,
+            schema_version,
+            started_at: started_at.clone(),
+            clientele_version: env!("CARGO_PKG_VERSION").into(),
+            keycheck,
+        };
+        let header_bytes = serde_json::to_vec(&header)
+            .map_err(|err| StoreError::Decode(format!("backup header: {err}")))?;
+
+        let mut writer = FrameWriter::new(out)?;
+        writer.frame(HEADER, "header", &[&header_bytes])?;
+        for entry in &meta {
+            let (key, value) = entry?;
+            writer.record(META, &key, &value)?;
+        }
+        for entry in &shared.data {
+            let (key, value) = entry?;
+            writer.record(DATA, &key, &value)?;
+        }
+
+        // The point in time of the backup: every batch applied until now is in the redo list.
+        let redo = super::lock(&shared.redo).take().unwrap_or_default();
+        drop(guard);
+        for (key, value) in &redo {
+            match value {
+                Some(value) => writer.record(REDO_PUT, key, value)?,
+                None => writer.record(REDO_DELETE, key, &[])?,
+            }
+        }
+        drop(redo);
+
+        // Read under the keystore lock, so no append or erasure is half written.
+        let (keystore, ledger) = {
+            let _subjects = shared.subjects();
+            let read = |path: &Path| {
+                std::fs::read(path).or_else(|err| {
+                    if err.kind() == std::io::ErrorKind::NotFound && path.ends_with(LEDGER_FILE) {
+                        Ok(Vec::new())
+                    } else {
+                        Err(BackupError::Io {
+                            path: path.to_owned(),
+                            source: err,
+                        })
+                    }
+                })
+            };
+            (
+                read(&shared.paths.keystore)?,
+                read(&shared.paths.erasure_ledger)?,
+            )
+        };
+        writer.file(KEYSTORE_FILE, &keystore)?;
+        writer.file(LEDGER_FILE, &ledger)?;
+
+        let FrameWriter { out, digests, .. } = writer;
+        let (stream_sha256, sections) = digests.finish();
+        let manifest = Manifest {
+            format: FORMAT,
+            schema_version,
+            started_at,
+            finished_at: shared.clock.now().to_string(),
+            sections,
+            stream_sha256,
+            keycheck_sha256: hex(ring::digest::digest(&SHA256, header.keycheck.as_bytes()).as_ref()),
+        };
+        let manifest_bytes = serde_json::to_vec(&manifest)
+            .map_err(|err| StoreError::Decode(format!("backup manifest: {err}")))?;
+        let mut signed = SIGNED_PREFIX.to_vec();
+        signed.extend_from_slice(&manifest_bytes);
+        let signature = SignatureFrame {
+            public_key: data_encoding::BASE64.encode(&signer.public_key()),
+            signature: data_encoding::BASE64.encode(&signer.sign_bytes(&signed)),
+        };
+        let signature_bytes = serde_json::to_vec(&signature)
+            .map_err(|err| StoreError::Decode(format!("backup signature: {err}")))?;
+        let mut tail = FrameWriter {
+            out,
+            digests: Digests::new(),
+            written: 0,
+        };
+        tail.frame(MANIFEST, "manifest", &[&manifest_bytes])?;
+        tail.frame(SIGNATURE, "signature", &[&signature_bytes])?;
+        tail.out.flush().map_err(BackupError::Write)?;
+        Ok(manifest)
+    }
+}
+
+/// One item of a backup, handed to the reader's visitor in file order.
+#[derive(Debug)]
+pub enum Item<'a> {
+    Header(&'a BackupHeader),
+    Meta(&'a [u8], &'a [u8]),
+    Data(&'a [u8], &'a [u8]),
+    RedoPut(&'a [u8], &'a [u8]),
+    RedoDelete(&'a [u8]),
+    File(&'a str, &'a [u8]),
+}
+
+/// Counts bytes read, for offsets in messages.
+struct Counting<R> {
+    input: R,
+    offset: u64,
+}
+
+impl<R: Read> Counting<R> {
+    /// Fills `buf`; `Ok(false)` at a clean end of file before the first byte.
+    fn fill(&mut self, buf: &mut [u8], what: &str, at_boundary: bool) -> Result<bool, BackupError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.input.read(&mut buf[filled..]) {
+                Ok(0) if filled == 0 && at_boundary => return Ok(false),
+                Ok(0) => {
+                    return Err(BackupError::Truncated {
+                        offset: self.offset + filled as u64,
+                        what: what.to_owned(),
+                    });
+                }
+                Ok(n) => filled += n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    return Err(BackupError::Io {
+                        path: PathBuf::from("(backup input)"),
+                        source: err,
+                    });
+                }
+            }
+        }
+        self.offset += buf.len() as u64;
+        Ok(true)
+    }
+}
+
+/// The order sections must come in.
+fn rank(kind: u8) -> u8 {
+    match kind {
+        HEADER => 0,
+        META => 1,
+        DATA => 2,
+        REDO_PUT | REDO_DELETE => 3,
+        FILE => 4,
+        MANIFEST => 5,
+        _ => 6,
+    }
+}
+
+fn kind_name(kind: u8) -> String {
+    match kind {
+        HEADER => "header".into(),
+        META => "meta record".into(),
+        DATA => "data record".into(),
+        REDO_PUT | REDO_DELETE => "redo record".into(),
+        FILE => "file".into(),
+        MANIFEST => "manifest".into(),
+        SIGNATURE => "signature".into(),
+        other => format!("unknown frame kind 0x{other:02x}"),
+    }
+}
+
+fn split_record(payload: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = payload.split_first_chunk::<4>()?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if len > rest.len() {
+        return None;
+    }
+    Some(rest.split_at(len))
+}
+
+/// Reads a whole backup, checking its structure, digests and signature, and hands each item
+/// to `visit` as it goes. Items reach `visit` before the end is checked: a caller that writes
+/// them must discard what it wrote when this returns an error. With `expected_key`, a
+/// manifest signed by any other key is refused.
+pub fn read(
+    input: impl Read,
+    expected_key: Option<&[u8; 32]>,
+    mut visit: impl FnMut(Item<'_>) -> Result<(), BackupError>,
+) -> Result<Verified, BackupError> {
+    let mut input = Counting {
+        input: std::io::BufReader::with_capacity(1 << 20, input),
+        offset: 0,
+    };
+    let mut magic = [0u8; MAGIC.len()];
+    let whole = input.fill(&mut magic, "the file signature", true)?;
+    if !whole || magic != MAGIC {
+        return Err(BackupError::NotABackup);
+    }
+
+    let mut digests = Digests::new();
+    let mut last_rank = 0;
+    let mut seen_header = false;
+    let mut files_seen = HashSet::new();
+    let mut manifest: Option<(Manifest, Vec<u8>, String, BTreeMap<String, SectionDigest>)> = None;
+    let mut header_keycheck = String::new();
+    let mut payload = Vec::new();
+    let verified_key;
+
+    loop {
+        let frame_offset = input.offset;
+        let mut head = [0u8; 5];
+        if !input.fill(&mut head, "a frame header", true)? {
+            return Err(BackupError::Truncated {
+                offset: frame_offset,
+                what: if manifest.is_some() {
+                    "the signature (missing)".into()
+                } else {
+                    "the sections before the manifest (the manifest is missing)".into()
+                },
+            });
+        }
+        let kind = head[0];
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+        let name = kind_name(kind);
+        if rank(kind) == 6 && kind != SIGNATURE {
+            return Err(BackupError::Malformed {
+                offset: frame_offset,
+                what: name,
+            });
+        }
+        if len > MAX_FRAME {
+            return Err(BackupError::Malformed {
+                offset: frame_offset,
+                what: format!("a {name} frame claims {len} bytes"),
+            });
+        }
+        payload.resize(len as usize, 0);
+        input.fill(&mut payload, &format!("a {name} frame"), false)?;
+        let malformed = |what: &str| BackupError::Malformed {
+            offset: frame_offset,
+            what: format!("{what} ({name} frame)"),
+        };
+
+        if kind == SIGNATURE {
+            let Some((manifest, manifest_bytes, _, _)) = &manifest else {
+                return Err(malformed("signature before the manifest"));
+            };
+            let frame: SignatureFrame = serde_json::from_slice(&payload)
+                .map_err(|err| malformed(&format!("unreadable signature: {err}")))?;
+            let key: [u8; 32] = data_encoding::BASE64
+                .decode(frame.public_key.as_bytes())
+                .ok()
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| malformed("unreadable public key"))?;
+            let signature = data_encoding::BASE64
+                .decode(frame.signature.as_bytes())
+                .map_err(|_| malformed("unreadable signature"))?;
+            let mut signed = SIGNED_PREFIX.to_vec();
+            signed.extend_from_slice(manifest_bytes);
+            if UnparsedPublicKey::new(&ED25519, &key)
+                .verify(&signed, &signature)
+                .is_err()
+            {
+                return Err(BackupError::Signature("does not verify".into()));
+            }
+            if let Some(expected) = expected_key
+                && expected != &key
+            {
+                return Err(BackupError::Signature(
+                    "was made with another audit signing key than the one expected".into(),
+                ));
+            }
+            let _ = manifest;
+            verified_key = key;
+            break;
+        }
+        if manifest.is_some() {
+            return Err(malformed(
+                "a frame after the manifest other than the signature",
+            ));
+        }
+        if rank(kind) < last_rank || (kind == HEADER && seen_header) {
+            return Err(malformed("frame out of order"));
+        }
+        if !seen_header && kind != HEADER {
+            return Err(malformed("the header is missing"));
+        }
+        last_rank = rank(kind);
+
+        if kind == MANIFEST {
+            let stream = hex(digests.stream.clone().finish().as_ref());
+            let (_, sections) = std::mem::replace(&mut digests, Digests::new()).finish();
+            let parsed: Manifest = serde_json::from_slice(&payload)
+                .map_err(|err| malformed(&format!("unreadable manifest: {err}")))?;
+            manifest = Some((parsed, payload.clone(), stream, sections));
+            continue;
+        }
+
+        let section = match kind {
+            FILE => {
+                let (&name_len, rest) = payload
+                    .split_first()
+                    .ok_or_else(|| malformed("empty file frame"))?;
+                let file_name = rest
+                    .get(..usize::from(name_len))
+                    .and_then(|n| std::str::from_utf8(n).ok())
+                    .ok_or_else(|| malformed("unreadable file name"))?;
+                format!("file:{file_name}")
+            }
+            other => section_of(other).unwrap_or("data").to_owned(),
+        };
+        digests.add(&section, &[&head, &payload]);
+
+        match kind {
+            HEADER => {
+                let header: BackupHeader = serde_json::from_slice(&payload)
+                    .map_err(|err| malformed(&format!("unreadable header: {err}")))?;
+                if header.format != FORMAT {
+                    return Err(BackupError::Format {
+                        found: header.format,
+                    });
+                }
+                seen_header = true;
+                header_keycheck.clone_from(&header.keycheck);
+                visit(Item::Header(&header))?;
+            }
+            FILE => {
+                let name_len = usize::from(payload[0]);
+                let file_name = section.trim_start_matches("file:").to_owned();
+                if !files_seen.insert(file_name.clone()) {
+                    return Err(malformed("a file given twice"));
+                }
+                visit(Item::File(&file_name, &payload[1 + name_len..]))?;
+            }
+            _ => {
+                let (key, value) =
+                    split_record(&payload).ok_or_else(|| malformed("record key length"))?;
+                let item = match kind {
+                    META => Item::Meta(key, value),
+                    DATA => Item::Data(key, value),
+                    REDO_PUT => Item::RedoPut(key, value),
+                    _ => Item::RedoDelete(key),
+                };
+                visit(item)?;
+            }
+        }
+    }
+
+    // Nothing may follow the signature.
+    let end = input.offset;
+    let mut extra = [0u8; 1];
+    if input.fill(&mut extra, "", true)? {
+        return Err(BackupError::Malformed {
+            offset: end,
+            what: "bytes after the signature".into(),
+        });
+    }
+
+    let Some((manifest, _, stream, sections)) = manifest else {
+        return Err(BackupError::Truncated {
+            offset: end,
+            what: "the manifest".into(),
+        });
+    };
+    check_manifest(&manifest, &stream, &sections, &header_keycheck)?;
+    Ok(Verified {
+        manifest,
+        public_key: verified_key,
+        bytes: end,
+    })
+}
+
+fn check_manifest(
+    manifest: &Manifest,
+    stream: &str,
+    sections: &BTreeMap<String, SectionDigest>,
+    keycheck: &str,
+) -> Result<(), BackupError> {
+    for (name, found) in sections {
+        match manifest.sections.get(name) {
+            None => {
+                return Err(BackupError::Digest {
+                    section: name.clone(),
+                    detail: "the manifest does not list it".into(),
+                });
+            }
+            Some(expected) if expected.count != found.count => {
+                return Err(BackupError::Digest {
+                    section: name.clone(),
+                    detail: format!("{} frames found, {} listed", found.count, expected.count),
+                });
+            }
+            Some(expected) if expected != found => {
+                return Err(BackupError::Digest {
+                    section: name.clone(),
+                    detail: "SHA-256 differs".into(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(missing) = manifest
+        .sections
+        .keys()
+        .find(|name| !sections.contains_key(*name))
+    {
+        return Err(BackupError::Digest {
+            section: missing.clone(),
+            detail: "listed in the manifest but missing from the file".into(),
+        });
+    }
+    if manifest.stream_sha256 != stream {
+        return Err(BackupError::Digest {
+            section: "stream".into(),
+            detail: "SHA-256 of the bytes before the manifest differs".into(),
+        });
+    }
+    if manifest.keycheck_sha256 != hex(ring::digest::digest(&SHA256, keycheck.as_bytes()).as_ref())
+    {
+        return Err(BackupError::Digest {
+            section: "header".into(),
+            detail: "key-check digest differs".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Where and how to restore.
+#[derive(Debug)]
+pub struct RestorePlan<'a> {
+    /// Paths of the store once restored (from the configuration of the target).
+    pub options: &'a super::StoreOptions,
+    /// The master key or passphrase the backup must open with.
+    pub source: &'a MasterKeySource,
+    /// The newest erasure ledger, kept beside the master key; merged with the backup's.
+    pub current_ledger: Option<&'a Path>,
+    /// Writes the checked master key to this key file inside the restored folder.
+    pub install_key_file: Option<PathBuf>,
+    /// The audit signing key the manifest must be signed with, when known.
+    pub expected_key: Option<&'a [u8; 32]>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub data_dir: PathBuf,
+    pub records: u64,
+    pub bytes: u64,
+    pub schema_version: u32,
+    pub started_at: String,
+    /// Subjects erased in the ledger after the backup was made, now erased in the restore.
+    pub erased_since_backup: usize,
+    pub public_key: [u8; 32],
+}
+
+/// The folder a store's files live in: the parent of its database folder.
+fn data_dir_of(options: &super::StoreOptions) -> Result<PathBuf, BackupError> {
+    options
+        .db_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_owned)
+        .ok_or_else(|| {
+            BackupError::Refused(format!(
+                "cannot restore: {} has no parent folder",
+                options.db_dir.display()
+            ))
+        })
+}
+
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
+    move |source| BackupError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Refuses a target folder that holds anything.
+pub fn check_target(data_dir: &Path) -> Result<(), BackupError> {
+    match std::fs::read_dir(data_dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(BackupError::Refused(format!(
+                    "the target folder {} is not empty; restore into a new or empty folder \
+                     (move this one aside first, or give another --data-dir)",
+                    data_dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(BackupError::Io {
+            path: data_dir.to_owned(),
+            source: err,
+        }),
+    }
+}
+
+/// Restores `input` into the empty or missing folder of `plan.options`: writes everything
+/// into a temporary sibling folder, checks the whole file, re-applies the newest erasure
+/// ledger, syncs, and only then renames the folder into place. A wrong key, a damaged file or
+/// an occupied target leaves nothing behind.
+pub fn restore(
+    input: impl Read,
+    plan: &RestorePlan<'_>,
+    random: &dyn Random,
+) -> Result<RestoreReport, BackupError> {
+    let data_dir = data_dir_of(plan.options)?;
+    check_target(&data_dir)?;
+    let staging = sibling(&data_dir, ".restoring");
+    if staging.exists() {
+        // A restore cut short earlier: nothing in it was ever served.
+        std::fs::remove_dir_all(&staging).map_err(io_at(&staging))?;
+    }
+    files::create_private_dir(&staging, 0o700).map_err(io_at(&staging))?;
+    let result = restore_into(input, plan, &data_dir, &staging, random);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// The path of `final_path` (inside `data_dir`) within the staging folder.
+fn staged(final_path: &Path, data_dir: &Path, staging: &Path) -> Option<PathBuf> {
+    final_path
+        .strip_prefix(data_dir)
+        .ok()
+        .map(|rel| staging.join(rel))
+}
+
+fn restore_into(
+    input: impl Read,
+    plan: &RestorePlan<'_>,
+    data_dir: &Path,
+    staging: &Path,
+    random: &dyn Random,
+) -> Result<RestoreReport, BackupError> {
+    let outside = |what: &str, path: &Path| {
+        BackupError::Refused(format!(
+            "cannot restore: the {what} {} is outside the data folder {}",
+            path.display(),
+            data_dir.display()
+        ))
+    };
+    let db_dir = staged(&plan.options.db_dir, data_dir, staging)
+        .ok_or_else(|| outside("database", &plan.options.db_dir))?;
+    let keystore = staged(&plan.options.keystore, data_dir, staging)
+        .ok_or_else(|| outside("subject keystore", &plan.options.keystore))?;
+    // A ledger kept outside the data folder (beside a master key elsewhere) is updated in
+    // place at the end; the merged copy used meanwhile sits in the staging folder.
+    let ledger_inside = staged(&plan.options.erasure_ledger, data_dir, staging);
+    let ledger = ledger_inside
+        .clone()
+        .unwrap_or_else(|| staging.join("erasures.ledger.merged"));
+
+    let mut master: Option<MasterKey> = None;
+    let mut db: Option<sled::Db> = None;
+    let mut trees: Option<(sled::Tree, sled::Tree)> = None;
+    let mut batch = sled::Batch::default();
+    let mut meta_batch = sled::Batch::default();
+    let mut pending = 0usize;
+    let mut keystore_bytes: Option<Vec<u8>> = None;
+    let mut ledger_bytes: Vec<u8> = Vec::new();
+    let mut header_seen: Option<BackupHeader> = None;
+    let mut records = 0u64;
+
+    let verified = read(input, plan.expected_key, |item| {
+        match item {
+            Item::Header(header) => {
+                if header.schema_version > SCHEMA_VERSION {
+                    return Err(StoreError::TooNew {
+                        path: PathBuf::from("(backup)"),
+                        found: header.schema_version,
+                        supported: SCHEMA_VERSION,
+                    }
+                    .into());
+                }
+                let check: KeyCheck = serde_json::from_str(&header.keycheck).map_err(|err| {
+                    BackupError::Malformed {
+                        offset: 0,
+                        what: format!("unreadable key check in the header ({err})"),
+                    }
+                })?;
+                // The key is proven before anything is written.
+                let key = check
+                    .verify(plan.source, Path::new("(the backup)"))
+                    .map_err(|err| match err {
+                        StoreError::WrongKey { .. } => BackupError::Refused(
+                            "the master key or passphrase given does not open this backup \
+                             (wrong key file or passphrase); nothing was restored"
+                                .into(),
+                        ),
+                        other => other.into(),
+                    })?;
+                master = Some(key);
+                let keycheck_path = super::keycheck_path(&db_dir);
+                files::write_atomic(&keycheck_path, header.keycheck.as_bytes(), 0o600)
+                    .map_err(io_at(&keycheck_path))?;
+                let opened = super::open_sled(&db_dir, plan.options.cache_mib)?;
+                trees = Some((opened.open_tree("meta")?, opened.open_tree("data")?));
+                db = Some(opened);
+                header_seen = Some(header.clone());
+            }
+            Item::Meta(key, value) => meta_batch.insert(key, value),
+            Item::Data(key, value) | Item::RedoPut(key, value) => {
+                batch.insert(key, value);
+                pending += 1;
+                records += 1;
+            }
+            Item::RedoDelete(key) => {
+                batch.remove(key);
+                pending += 1;
+                records += 1;
+            }
+            Item::File(name, bytes) => match name {
+                KEYSTORE_FILE => keystore_bytes = Some(bytes.to_vec()),
+                LEDGER_FILE => ledger_bytes = bytes.to_vec(),
+                _ => {}
+            },
+        }
+        if pending >= 20_000
+            && let Some((_, data)) = &trees
+        {
+            data.apply_batch(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+        Ok(())
+    })?;
+
+    let (Some(master), Some(db), Some((meta, data)), Some(header)) =
+        (master, db, trees, header_seen)
+    else {
+        return Err(BackupError::Truncated {
+            offset: 0,
+            what: "the header".into(),
+        });
+    };
+    data.apply_batch(batch)?;
+    meta.apply_batch(meta_batch)?;
+    db.flush()?;
+    drop((meta, data));
+    drop(db);
+
+    let keystore_bytes = keystore_bytes.ok_or_else(|| BackupError::Digest {
+        section: format!("file:{KEYSTORE_FILE}"),
+        detail: "missing from the backup".into(),
+    })?;
+    files::write_atomic(&keystore, &keystore_bytes, 0o600).map_err(io_at(&keystore))?;
+
+    // The newest ledger wins: every erasure in either ledger applies.
+    let (merged, erased_since_backup) = merge_ledgers(&ledger_bytes, plan.current_ledger)?;
+    if let Some(dir) = ledger.parent() {
+        files::create_private_dir(dir, 0o700).map_err(io_at(dir))?;
+    }
+    files::write_atomic(&ledger, merged.as_bytes(), 0o600).map_err(io_at(&ledger))?;
+    // Opening the keystore against the merged ledger drops every erased subject's key and
+    // rewrites the file without it.
+    let seal_master = super::seal::SealKey::new(master.bytes())?;
+    SubjectKeys::open(&keystore, &ledger, &seal_master, random)?;
+
+    if let Some(key_file) = &plan.install_key_file {
+        let staged_key = staged(key_file, data_dir, staging)
+            .ok_or_else(|| outside("master key file", key_file))?;
+        if let Some(dir) = staged_key.parent() {
+            files::create_private_dir(dir, 0o700).map_err(io_at(dir))?;
+        }
+        master.write_new_file(&staged_key)?;
+    }
+
+    sync_tree(staging)?;
+    // An empty target folder is replaced by the rename; a missing one is created by it.
+    if data_dir.exists() {
+        std::fs::remove_dir(data_dir).map_err(io_at(data_dir))?;
+    }
+    std::fs::rename(staging, data_dir).map_err(io_at(data_dir))?;
+    files::sync_dir(data_dir).map_err(io_at(data_dir))?;
+    if ledger_inside.is_none() {
+        files::write_atomic(&plan.options.erasure_ledger, merged.as_bytes(), 0o600)
+            .map_err(io_at(&plan.options.erasure_ledger))?;
+        let _ = std::fs::remove_file(data_dir.join("erasures.ledger.merged"));
+    }
+
+    Ok(RestoreReport {
+        data_dir: data_dir.to_owned(),
+        records,
+        bytes: verified.bytes,
+        schema_version: header.schema_version,
+        started_at: header.started_at,
+        erased_since_backup,
+        public_key: verified.public_key,
+    })
+}
+
+/// The union of the backup's ledger and the current one (lines of the backup first), and how
+/// many subjects only the current one lists.
+fn merge_ledgers(backup: &[u8], current: Option<&Path>) -> Result<(String, usize), BackupError> {
+    let mut text = String::from_utf8_lossy(backup).into_owned();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let Some(current) = current else {
+        return Ok((text, 0));
+    };
+    let known: HashSet<String> = text
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    // Parsed first so a damaged ledger is refused with its line number.
+    subjects::read_ledger(current)?;
+    let newer = std::fs::read_to_string(current).map_err(io_at(current))?;
+    let mut added = 0;
+    for line in newer.lines() {
+        if let Some(id) = line.split_whitespace().nth(1)
+            && !known.contains(id)
+        {
+            text.push_str(line);
+            text.push('\n');
+            added += 1;
+        }
+    }
+    Ok((text, added))
+}
+
+/// Syncs every file and folder under `dir`.
+fn sync_tree(dir: &Path) -> Result<(), BackupError> {
+    for entry in std::fs::read_dir(dir).map_err(io_at(dir))? {
+        let path = entry.map_err(io_at(dir))?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_at(&path))?;
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io_at(dir))
+}
+
+/// Writes a backup of `store` to `path` atomically (a temporary file beside it, synced, then
+/// renamed); returns the manifest and the size.
+pub fn write_file(
+    store: &Store,
+    path: &Path,
+    signer: &dyn ManifestSigner,
+) -> Result<(Manifest, u64), BackupError> {
+    write_file_with(path, |out| store.backup(out, signer))
+}
+
+/// Runs `produce` into a temporary file beside `path`, syncs it and renames it into place.
+pub fn write_file_with(
+    path: &Path,
+    produce: impl FnOnce(&mut dyn Write) -> Result<Manifest, BackupError>,
+) -> Result<(Manifest, u64), BackupError> {
+    let tmp = sibling(path, ".partial");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io_at(&tmp))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let produced = produce(&mut out);
+    let finished = produced.and_then(|manifest| {
+        let file = out.into_inner().map_err(|err| BackupError::Io {
+            path: tmp.clone(),
+            source: err.into_error(),
+        })?;
+        file.sync_all().map_err(io_at(&tmp))?;
+        let size = file.metadata().map_err(io_at(&tmp))?.len();
+        std::fs::rename(&tmp, path).map_err(io_at(path))?;
+        files::sync_dir(path).map_err(io_at(path))?;
+        Ok((manifest, size))
+    });
+    if finished.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    finished
+}
+
+/// The name of a scheduled or automatic backup made at `now`.
+#[must_use]
+pub fn file_name(prefix: &str, clock: &dyn Clock) -> String {
+    let now = clock.now().strftime("%Y%m%dT%H%M%SZ").to_string();
+    format!("{prefix}-{now}.clbk")
+}
