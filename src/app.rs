@@ -172,6 +172,14 @@ pub async fn start(
     let audit_index = audit::index::AuditIndex::new(audit.clone());
     tasks.push(tokio::spawn(audit::index::keep_up(audit_index.clone())));
     tasks.push(tokio::spawn(crate::crm::duplicates::run(customers.clone())));
+    tasks.push(tokio::spawn(crate::backups::run_schedule(
+        store.clone(),
+        config.backup.clone(),
+        config.backup_dir(),
+        config.data_dir.clone(),
+        Arc::clone(&deps.clock),
+        Arc::clone(&deps.random),
+    )));
     let state = actix_web::web::Data::new(AppState {
         store: store.clone(),
         audit: audit.clone(),

@@ -28,6 +28,32 @@ pub struct Config {
     pub session: SessionConfig,
     pub audit: AuditConfig,
     pub customers: CustomersConfig,
+    pub backup: BackupConfig,
+}
+
+/// Scheduled backups (`clientele backup` works whether or not they are on).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Writes a backup every `interval` while the server runs.
+    pub enabled: bool,
+    /// Folder of the scheduled backups; `data_dir/backups` when unset.
+    pub folder: Option<PathBuf>,
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// Scheduled backups kept; older ones are deleted after a new one is written.
+    pub retention: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            folder: None,
+            interval: Duration::from_secs(24 * 3600),
+            retention: 7,
+        }
+    }
 }
 
 /// Customer profiles.
@@ -184,6 +210,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             audit: AuditConfig::default(),
             customers: CustomersConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -258,6 +285,15 @@ impl Config {
     #[must_use]
     pub fn tls_dir(&self) -> PathBuf {
         self.data_dir.join("tls")
+    }
+
+    /// The folder of scheduled backups.
+    #[must_use]
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup
+            .folder
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups"))
     }
 
     #[must_use]
@@ -387,6 +423,12 @@ impl Config {
                 "session.idle_timeout",
                 "must be above zero and at most session.absolute_timeout",
             );
+        }
+        if self.backup.interval < Duration::from_secs(60) {
+            return invalid("backup.interval", "must be at least one minute");
+        }
+        if self.backup.retention == 0 {
+            return invalid("backup.retention", "must be at least 1");
         }
         if self.log.retention_files == 0 {
             return invalid("log.retention_files", "must be at least 1");

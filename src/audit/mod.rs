@@ -37,8 +37,7 @@ pub const AUDIT: Table = Table::new("audit");
 /// Signed checkpoints, keyed by the size they cover.
 pub const CHECKPOINTS: Table = Table::new("audit_checkpoints");
 /// The signing key's seed.
-const AUDIT_KEYS: Table = Table::new("audit_keys");
-const SIGNING_SEED: &[u8] = b"signing";
+use crate::store::{AUDIT_KEYS, AUDIT_SIGNING_SEED as SIGNING_SEED};
 
 /// File name of the public key, in the data folder, for officers and offline verification.
 pub const PUBLIC_KEY_FILE: &str = "audit-signing.pub";

@@ -1123,3 +1123,46 @@ pub fn file_name(prefix: &str, clock: &dyn Clock) -> String {
     let now = clock.now().strftime("%Y%m%dT%H%M%SZ").to_string();
     format!("{prefix}-{now}.clbk")
 }
+
+/// Signs with an Ed25519 seed (the audit signing key read from the store).
+struct SeedSigner(ring::signature::Ed25519KeyPair);
+
+impl ManifestSigner for SeedSigner {
+    fn public_key(&self) -> [u8; 32] {
+        use ring::signature::KeyPair;
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(self.0.public_key().as_ref());
+        bytes
+    }
+
+    fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.0.sign(message).as_ref().to_vec()
+    }
+}
+
+/// Backs up a store about to be migrated from schema `version`, into `backups/` beside its
+/// database, signed with the store's audit signing key. Returns the file written.
+pub fn before_migration(store: &Store, version: u32) -> Result<PathBuf, BackupError> {
+    let seed = store
+        .get(super::AUDIT_KEYS, super::AUDIT_SIGNING_SEED)?
+        .ok_or_else(|| {
+            BackupError::Refused("the store has no audit signing key yet to sign its backup".into())
+        })?;
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
+        .map_err(|_| StoreError::Crypto("the audit signing key is damaged"))?;
+    let signer = SeedSigner(pair);
+    let shared = store.shared();
+    let folder = shared
+        .paths
+        .db_dir
+        .parent()
+        .map_or_else(|| PathBuf::from("backups"), |dir| dir.join("backups"));
+    files::create_private_dir(&folder, 0o700).map_err(io_at(&folder))?;
+    let path = folder.join(file_name(
+        &format!("pre-migration-schema{version}"),
+        shared.clock.as_ref(),
+    ));
+    write_file_with(&path, |out| store.backup(out, &signer))?;
+    tracing::info!(file = %path.display(), from = version, "backup written before migrating");
+    Ok(path)
+}

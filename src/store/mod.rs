@@ -462,8 +462,47 @@ impl Store {
         clock: Arc<dyn Clock>,
         random: Arc<dyn Random>,
     ) -> Result<Self, StoreError> {
+        Self::open_with(options, source, clock, random, migrate::MIGRATIONS)
+    }
+
+    /// [`Store::open`] with a given list of migrations. When a migration is pending, the
+    /// store is first opened as it is and backed up into `backups/` beside the database (see
+    /// [`backup::before_migration`]); a failed backup stops the migration.
+    pub(crate) fn open_with(
+        options: &StoreOptions,
+        source: &MasterKeySource,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        migrations: &[migrate::Migration],
+    ) -> Result<Self, StoreError> {
         migrate::recover(&options.db_dir)?;
         rewrap::recover(options)?;
+        if let Some(version) = pending_migration(options)? {
+            let current = Self::open_inner(
+                options,
+                source,
+                Arc::clone(&clock),
+                Arc::clone(&random),
+                None,
+            )?;
+            backup::before_migration(&current, version).map_err(|err| StoreError::Migration {
+                from: version,
+                to: SCHEMA_VERSION,
+                name: "backup before migrating",
+                reason: err.to_string(),
+            })?;
+            drop(current);
+        }
+        Self::open_inner(options, source, clock, random, Some(migrations))
+    }
+
+    fn open_inner(
+        options: &StoreOptions,
+        source: &MasterKeySource,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        migrations: Option<&[migrate::Migration]>,
+    ) -> Result<Self, StoreError> {
         if !options.db_dir.join("conf").exists() {
             return Err(StoreError::NotInitialised {
                 path: options.db_dir.clone(),
@@ -489,14 +528,14 @@ impl Store {
             .map(|(k, v)| (k[KEYRING.prefix().len()..].to_vec(), v.to_vec()));
         let (keyring, rewrite_cursor) = Keyring::load(master.bytes(), raw, &options.db_dir)?;
 
-        let (db, data) = if version < SCHEMA_VERSION {
+        let (db, data) = if let Some(migrations) = migrations.filter(|_| version < SCHEMA_VERSION) {
             drop((meta, data));
             drop(db);
             migrate::upgrade(
                 &options.db_dir,
                 version,
                 SCHEMA_VERSION,
-                migrate::MIGRATIONS,
+                migrations,
                 options.cache_mib,
             )?;
             let db = open_sled(&options.db_dir, options.cache_mib)?;
@@ -925,6 +964,22 @@ impl KeyCheck {
         Ok(master)
     }
 }
+
+/// The schema version of an existing store when it is older than this binary's.
+fn pending_migration(options: &StoreOptions) -> Result<Option<u32>, StoreError> {
+    if !options.db_dir.join("conf").exists() {
+        return Ok(None);
+    }
+    let db = open_sled(&options.db_dir, options.cache_mib)?;
+    let version = schema_version(&db.open_tree("meta")?, &options.db_dir)?;
+    Ok((version < SCHEMA_VERSION).then_some(version))
+}
+
+/// The table of the audit signing key (owned by the audit trail; the store reads it only to
+/// sign its own backup before a migration).
+pub const AUDIT_KEYS: Table = Table::new("audit_keys");
+/// The key of the audit signing seed in [`AUDIT_KEYS`].
+pub const AUDIT_SIGNING_SEED: &[u8] = b"signing";
 
 fn schema_version(meta: &sled::Tree, path: &Path) -> Result<u32, StoreError> {
     let raw = meta
