@@ -524,9 +524,10 @@ pub fn read(
         offset: 0,
     };
     let mut magic = [0u8; MAGIC.len()];
-    let whole = input.fill(&mut magic, "the file signature", true)?;
-    if !whole || magic != MAGIC {
-        return Err(BackupError::NotABackup);
+    match input.fill(&mut magic, "the file signature", true) {
+        Ok(true) if magic == MAGIC => {}
+        Ok(_) | Err(BackupError::Truncated { .. }) => return Err(BackupError::NotABackup),
+        Err(err) => return Err(err),
     }
 
     let mut digests = Digests::new();
