@@ -171,15 +171,7 @@ pub async fn start(
     )));
     let audit_index = audit::index::AuditIndex::new(audit.clone());
     tasks.push(tokio::spawn(audit::index::keep_up(audit_index.clone())));
-    tasks.push(tokio::spawn(crate::crm::duplicates::run(customers.clone())));
-    tasks.push(tokio::spawn(crate::backups::run_schedule(
-        store.clone(),
-        config.backup.clone(),
-        config.backup_dir(),
-        config.data_dir.clone(),
-        Arc::clone(&deps.clock),
-        Arc::clone(&deps.random),
-    )));
+    tasks.extend(background_jobs(&config, &store, &customers, &deps));
     let state = actix_web::web::Data::new(AppState {
         store: store.clone(),
         audit: audit.clone(),
@@ -221,6 +213,26 @@ pub async fn start(
         control: Some(control),
         certificate,
     })
+}
+
+/// The jobs that run beside the web server: duplicate detection and scheduled backups.
+fn background_jobs(
+    config: &Config,
+    store: &Store,
+    customers: &crate::crm::Customers,
+    deps: &Deps,
+) -> [tokio::task::JoinHandle<std::io::Result<()>>; 2] {
+    [
+        tokio::spawn(crate::crm::duplicates::run(customers.clone())),
+        tokio::spawn(crate::backups::run_schedule(
+            store.clone(),
+            config.backup.clone(),
+            config.backup_dir(),
+            config.data_dir.clone(),
+            Arc::clone(&deps.clock),
+            Arc::clone(&deps.random),
+        )),
+    ]
 }
 
 /// Re-reads the configuration for a reload, from the same sources as at start (file,

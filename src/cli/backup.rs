@@ -19,7 +19,7 @@ use crate::clock::{SystemClock, SystemRandom};
 use crate::config::Config;
 use crate::control::{self, ControlError, Request, Response};
 use crate::store::backup::{self, BackupError, RestorePlan, Verified};
-use crate::store::{MasterKeySource, Store, StoreError, StoreOptions};
+use crate::store::{MasterKeySource, Store, StoreOptions};
 
 use super::CliError;
 
@@ -75,7 +75,7 @@ fn absolute(path: &Path) -> Result<PathBuf, CliError> {
         .map_err(|err| CliError::Other(format!("cannot resolve {}: {err}", path.display())))
 }
 
-fn in_file(path: &Path, err: BackupError) -> CliError {
+fn in_file(path: &Path, err: &BackupError) -> CliError {
     CliError::Other(format!("backup {}: {err}", path.display()))
 }
 
@@ -152,7 +152,7 @@ fn create(
         Ok((Response::Error { message }, _)) => return Err(CliError::Other(message)),
         Ok(_) => return Err(CliError::Other("unexpected answer from the server".into())),
         Err(ControlError::NotRunning { .. }) => {
-            let store = open(config, source()?)?;
+            let store = open(config, &source()?)?;
             let key = crate::audit::load_signing_key(&store, &SystemRandom::new())?;
             let created = backups::create(&store, &key, &out, control::CLI_ACTOR);
             // Limitation: written by the user running this command; when that is root, the
@@ -161,7 +161,7 @@ fn create(
                 &config.data_dir,
                 &backups::status_of(&file, &created, "command line", &SystemClock),
             );
-            created.map_err(|err| in_file(&out, err))?
+            created.map_err(|err| in_file(&out, &err))?
         }
         Err(err) => return Err(err.into()),
     };
@@ -169,10 +169,10 @@ fn create(
     Ok(ExitCode::SUCCESS)
 }
 
-fn open(config: &Config, source: MasterKeySource) -> Result<Store, CliError> {
+fn open(config: &Config, source: &MasterKeySource) -> Result<Store, CliError> {
     Ok(Store::open(
         &StoreOptions::from_config(config),
-        &source,
+        source,
         Arc::new(SystemClock),
         Arc::new(SystemRandom::new()),
     )?)
@@ -214,8 +214,8 @@ fn verify(
         Ok(verified) => (verified.manifest.records(), None),
         Err(err) => (0, Some(err.to_string())),
     };
-    record_verification(config, source, file, records, failure);
-    let verified = checked.map_err(|err| in_file(&args.file, err))?;
+    record_verification(config, source, &file, records, failure.as_deref());
+    let verified = checked.map_err(|err| in_file(&args.file, &err))?;
     print_summary(&args.file, &verified);
     if expected.is_none() {
         println!(
@@ -232,14 +232,14 @@ fn verify(
 fn record_verification(
     config: &Config,
     source: impl FnOnce() -> Result<MasterKeySource, CliError>,
-    file: String,
+    file: &str,
     records: u64,
-    failure: Option<String>,
+    failure: Option<&str>,
 ) {
     let request = Request::BackupVerified {
-        file: file.clone(),
+        file: file.to_owned(),
         records,
-        failure: failure.clone(),
+        failure: failure.map(str::to_owned),
     };
     match control::request(
         &config.control_socket(),
@@ -262,13 +262,13 @@ fn record_verification(
         return;
     }
     let recorded = source()
-        .and_then(|source| open(config, source))
+        .and_then(|source| open(config, &source))
         .and_then(|store| {
             let event = backups::event(
                 Action::BackupVerified,
                 control::CLI_ACTOR,
-                &file,
-                failure.as_deref().map_or(Ok(records), Err),
+                file,
+                failure.map_or(Ok(records), Err),
             );
             Ok(backups::record_blocking(&store, event)?)
         });
@@ -277,15 +277,13 @@ fn record_verification(
     }
 }
 
-pub fn restore(
+/// The master key the backup must open with, and where to install a key file in the new
+/// data folder.
+fn restore_key(
     config: &Config,
     passphrase: Option<Result<MasterKeySource, CliError>>,
     args: &RestoreArgs,
-) -> Result<ExitCode, CliError> {
-    let options = StoreOptions::from_config(config);
-    backup::check_target(&config.data_dir).map_err(|err| CliError::Other(err.to_string()))?;
-
-    // The key the backup must open with.
+) -> Result<(MasterKeySource, Option<PathBuf>), CliError> {
     let configured_key = config.master_key_file();
     let source = match (passphrase, &args.master_key) {
         (Some(source), _) => source?,
@@ -299,43 +297,55 @@ pub fn restore(
             ));
         }
     };
-    let install_key_file = match &source {
+    let install = match &source {
         MasterKeySource::File(path)
             if *path != configured_key
                 && configured_key.starts_with(&config.data_dir)
                 && !configured_key.exists() =>
         {
-            Some(configured_key.clone())
+            Some(configured_key)
         }
         _ => None,
     };
+    Ok((source, install))
+}
 
-    // The newest erasure ledger wins over the backup's own.
+/// The current erasure ledger, which wins over the backup's own.
+fn restore_ledger(
+    config: &Config,
+    options: &StoreOptions,
+    args: &RestoreArgs,
+) -> Result<Option<PathBuf>, CliError> {
     let outside_ledger = (!options.erasure_ledger.starts_with(&config.data_dir)
         && options.erasure_ledger.exists())
     .then(|| options.erasure_ledger.clone());
-    let current_ledger = match (&args.erasure_ledger, outside_ledger) {
-        (Some(path), _) => {
-            if !path.exists() {
-                return Err(CliError::Other(format!(
-                    "erasure ledger {} does not exist",
-                    path.display()
-                )));
-            }
-            Some(absolute(path)?)
-        }
-        (None, Some(path)) => Some(path),
-        (None, None) if args.without_current_ledger => None,
-        (None, None) => {
-            return Err(CliError::Other(
-                "give the current erasure ledger with --erasure-ledger FILE (keys/erasures.ledger, \
-                 kept beside the master key); without it, customers erased after this backup was \
-                 made would be readable again. If it is truly lost, say so with \
-                 --without-current-ledger"
-                    .into(),
-            ));
-        }
-    };
+    match (&args.erasure_ledger, outside_ledger) {
+        (Some(path), _) if !path.exists() => Err(CliError::Other(format!(
+            "erasure ledger {} does not exist",
+            path.display()
+        ))),
+        (Some(path), _) => Ok(Some(absolute(path)?)),
+        (None, Some(path)) => Ok(Some(path)),
+        (None, None) if args.without_current_ledger => Ok(None),
+        (None, None) => Err(CliError::Other(
+            "give the current erasure ledger with --erasure-ledger FILE (keys/erasures.ledger, \
+             kept beside the master key); without it, customers erased after this backup was \
+             made would be readable again. If it is truly lost, say so with \
+             --without-current-ledger"
+                .into(),
+        )),
+    }
+}
+
+pub fn restore(
+    config: &Config,
+    passphrase: Option<Result<MasterKeySource, CliError>>,
+    args: &RestoreArgs,
+) -> Result<ExitCode, CliError> {
+    let options = StoreOptions::from_config(config);
+    backup::check_target(&config.data_dir).map_err(|err| CliError::Other(err.to_string()))?;
+    let (source, install_key_file) = restore_key(config, passphrase, args)?;
+    let current_ledger = restore_ledger(config, &options, args)?;
     let expected = match &args.public_key {
         Some(path) => Some(read_public_key(path)?),
         None => None,
@@ -344,7 +354,7 @@ pub fn restore(
     let input = std::fs::File::open(&args.file).map_err(|source| {
         in_file(
             &args.file,
-            BackupError::Io {
+            &BackupError::Io {
                 path: args.file.clone(),
                 source,
             },
@@ -358,16 +368,17 @@ pub fn restore(
         expected_key: expected.as_ref(),
     };
     let report = backup::restore(input, &plan, &SystemRandom::new())
-        .map_err(|err| in_file(&args.file, err))?;
+        .map_err(|err| in_file(&args.file, &err))?;
 
     // The restore is recorded in the restored store's own trail.
+    let configured_key = config.master_key_file();
     let open_source = match source {
         MasterKeySource::File(_) if configured_key.exists() => {
             MasterKeySource::File(configured_key)
         }
         other => other,
     };
-    let store = open(config, open_source)?;
+    let store = open(config, &open_source)?;
     let event = backups::event(
         Action::BackupRestored,
         control::CLI_ACTOR,
@@ -378,14 +389,18 @@ pub fn restore(
         "{} records; {} erasures newer than the backup applied",
         report.records, report.erased_since_backup
     ));
-    backups::record_blocking(&store, event).map_err(StoreError::from)?;
+    backups::record_blocking(&store, event)?;
     drop(store);
+    print_restore(&args.file, &report);
+    Ok(ExitCode::SUCCESS)
+}
 
+fn print_restore(file: &Path, report: &backup::RestoreReport) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
         stdout,
         "Restored {} into {}.",
-        args.file.display(),
+        file.display(),
         report.data_dir.display()
     );
     let _ = writeln!(stdout, "  backup started:   {}", report.started_at);
@@ -406,5 +421,4 @@ pub fn restore(
         "Start it with: clientele serve --data-dir {}",
         report.data_dir.display()
     );
-    Ok(ExitCode::SUCCESS)
 }

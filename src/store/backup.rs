@@ -431,7 +431,7 @@ impl Store {
 }
 
 /// One item of a backup, handed to the reader's visitor in file order.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum Item<'a> {
     Header(&'a BackupHeader),
     Meta(&'a [u8], &'a [u8]),
@@ -510,6 +510,181 @@ fn split_record(payload: &[u8]) -> Option<(&[u8], &[u8])> {
     Some(rest.split_at(len))
 }
 
+/// The manifest once read, with what the reader computed over the bytes before it.
+struct PendingManifest {
+    manifest: Manifest,
+    bytes: Vec<u8>,
+    stream: String,
+    sections: BTreeMap<String, SectionDigest>,
+}
+
+/// What the reader has seen so far.
+struct ReadState {
+    digests: Digests,
+    last_rank: u8,
+    seen_header: bool,
+    files_seen: HashSet<String>,
+    manifest: Option<PendingManifest>,
+    keycheck: String,
+}
+
+fn malformed(offset: u64, kind: u8, what: &str) -> BackupError {
+    BackupError::Malformed {
+        offset,
+        what: format!("{what} ({} frame)", kind_name(kind)),
+    }
+}
+
+impl ReadState {
+    /// Takes one frame before the signature.
+    fn take(
+        &mut self,
+        head: [u8; 5],
+        payload: &[u8],
+        offset: u64,
+        visit: &mut impl FnMut(Item<'_>) -> Result<(), BackupError>,
+    ) -> Result<(), BackupError> {
+        let kind = head[0];
+        let bad = |what: &str| malformed(offset, kind, what);
+        if self.manifest.is_some() {
+            return Err(bad("a frame after the manifest other than the signature"));
+        }
+        if rank(kind) < self.last_rank || (kind == HEADER && self.seen_header) {
+            return Err(bad("frame out of order"));
+        }
+        if !self.seen_header && kind != HEADER {
+            return Err(bad("the header is missing"));
+        }
+        self.last_rank = rank(kind);
+
+        if kind == MANIFEST {
+            let stream = hex(self.digests.stream.clone().finish().as_ref());
+            let (_, sections) = std::mem::replace(&mut self.digests, Digests::new()).finish();
+            let manifest: Manifest = serde_json::from_slice(payload)
+                .map_err(|err| bad(&format!("unreadable manifest: {err}")))?;
+            self.manifest = Some(PendingManifest {
+                manifest,
+                bytes: payload.to_vec(),
+                stream,
+                sections,
+            });
+            return Ok(());
+        }
+
+        if kind == FILE {
+            let (&name_len, rest) = payload
+                .split_first()
+                .ok_or_else(|| bad("empty file frame"))?;
+            let name = rest
+                .get(..usize::from(name_len))
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .ok_or_else(|| bad("unreadable file name"))?;
+            if !self.files_seen.insert(name.to_owned()) {
+                return Err(bad("a file given twice"));
+            }
+            self.digests.add(&format!("file:{name}"), &[&head, payload]);
+            return visit(Item::File(name, &rest[usize::from(name_len)..]));
+        }
+
+        self.digests
+            .add(section_of(kind).unwrap_or("data"), &[&head, payload]);
+        if kind == HEADER {
+            let header: BackupHeader = serde_json::from_slice(payload)
+                .map_err(|err| bad(&format!("unreadable header: {err}")))?;
+            if header.format != FORMAT {
+                return Err(BackupError::Format {
+                    found: header.format,
+                });
+            }
+            self.seen_header = true;
+            self.keycheck.clone_from(&header.keycheck);
+            return visit(Item::Header(&header));
+        }
+        let (key, value) = split_record(payload).ok_or_else(|| bad("record key length"))?;
+        visit(match kind {
+            META => Item::Meta(key, value),
+            DATA => Item::Data(key, value),
+            REDO_PUT => Item::RedoPut(key, value),
+            _ => Item::RedoDelete(key),
+        })
+    }
+
+    /// Checks the signature frame against the manifest; returns the signing key.
+    fn signature(
+        &self,
+        payload: &[u8],
+        offset: u64,
+        expected_key: Option<&[u8; 32]>,
+    ) -> Result<[u8; 32], BackupError> {
+        let bad = |what: &str| malformed(offset, SIGNATURE, what);
+        let Some(pending) = &self.manifest else {
+            return Err(bad("signature before the manifest"));
+        };
+        let frame: SignatureFrame = serde_json::from_slice(payload)
+            .map_err(|err| bad(&format!("unreadable signature: {err}")))?;
+        let key: [u8; 32] = data_encoding::BASE64
+            .decode(frame.public_key.as_bytes())
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| bad("unreadable public key"))?;
+        let signature = data_encoding::BASE64
+            .decode(frame.signature.as_bytes())
+            .map_err(|_| bad("unreadable signature"))?;
+        let mut signed = SIGNED_PREFIX.to_vec();
+        signed.extend_from_slice(&pending.bytes);
+        if UnparsedPublicKey::new(&ED25519, &key)
+            .verify(&signed, &signature)
+            .is_err()
+        {
+            return Err(BackupError::Signature("does not verify".into()));
+        }
+        if expected_key.is_some_and(|expected| expected != &key) {
+            return Err(BackupError::Signature(
+                "was made with another audit signing key than the one expected".into(),
+            ));
+        }
+        Ok(key)
+    }
+}
+
+/// Reads the next frame's head and payload; `None` at the end of the file.
+fn next_frame<R: Read>(
+    input: &mut Counting<R>,
+    payload: &mut Vec<u8>,
+    after_manifest: bool,
+) -> Result<(u64, [u8; 5]), BackupError> {
+    let offset = input.offset;
+    let mut head = [0u8; 5];
+    if !input.fill(&mut head, "a frame header", true)? {
+        return Err(BackupError::Truncated {
+            offset,
+            what: if after_manifest {
+                "the signature (missing)".into()
+            } else {
+                "the sections before the manifest (the manifest is missing)".into()
+            },
+        });
+    }
+    let kind = head[0];
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+    if rank(kind) == 6 && kind != SIGNATURE {
+        return Err(BackupError::Malformed {
+            offset,
+            what: kind_name(kind),
+        });
+    }
+    if len > MAX_FRAME {
+        return Err(malformed(
+            offset,
+            kind,
+            &format!("a frame length of {len} bytes"),
+        ));
+    }
+    payload.resize(len as usize, 0);
+    input.fill(payload, &format!("a {} frame", kind_name(kind)), false)?;
+    Ok((offset, head))
+}
+
 /// Reads a whole backup, checking its structure, digests and signature, and hands each item
 /// to `visit` as it goes. Items reach `visit` before the end is checked: a caller that writes
 /// them must discard what it wrote when this returns an error. With `expected_key`, a
@@ -530,154 +705,22 @@ pub fn read(
         Err(err) => return Err(err),
     }
 
-    let mut digests = Digests::new();
-    let mut last_rank = 0;
-    let mut seen_header = false;
-    let mut files_seen = HashSet::new();
-    let mut manifest: Option<(Manifest, Vec<u8>, String, BTreeMap<String, SectionDigest>)> = None;
-    let mut header_keycheck = String::new();
+    let mut state = ReadState {
+        digests: Digests::new(),
+        last_rank: 0,
+        seen_header: false,
+        files_seen: HashSet::new(),
+        manifest: None,
+        keycheck: String::new(),
+    };
     let mut payload = Vec::new();
-    let verified_key;
-
-    loop {
-        let frame_offset = input.offset;
-        let mut head = [0u8; 5];
-        if !input.fill(&mut head, "a frame header", true)? {
-            return Err(BackupError::Truncated {
-                offset: frame_offset,
-                what: if manifest.is_some() {
-                    "the signature (missing)".into()
-                } else {
-                    "the sections before the manifest (the manifest is missing)".into()
-                },
-            });
+    let public_key = loop {
+        let (offset, head) = next_frame(&mut input, &mut payload, state.manifest.is_some())?;
+        if head[0] == SIGNATURE {
+            break state.signature(&payload, offset, expected_key)?;
         }
-        let kind = head[0];
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
-        let name = kind_name(kind);
-        if rank(kind) == 6 && kind != SIGNATURE {
-            return Err(BackupError::Malformed {
-                offset: frame_offset,
-                what: name,
-            });
-        }
-        if len > MAX_FRAME {
-            return Err(BackupError::Malformed {
-                offset: frame_offset,
-                what: format!("a {name} frame claims {len} bytes"),
-            });
-        }
-        payload.resize(len as usize, 0);
-        input.fill(&mut payload, &format!("a {name} frame"), false)?;
-        let malformed = |what: &str| BackupError::Malformed {
-            offset: frame_offset,
-            what: format!("{what} ({name} frame)"),
-        };
-
-        if kind == SIGNATURE {
-            let Some((manifest, manifest_bytes, _, _)) = &manifest else {
-                return Err(malformed("signature before the manifest"));
-            };
-            let frame: SignatureFrame = serde_json::from_slice(&payload)
-                .map_err(|err| malformed(&format!("unreadable signature: {err}")))?;
-            let key: [u8; 32] = data_encoding::BASE64
-                .decode(frame.public_key.as_bytes())
-                .ok()
-                .and_then(|bytes| bytes.try_into().ok())
-                .ok_or_else(|| malformed("unreadable public key"))?;
-            let signature = data_encoding::BASE64
-                .decode(frame.signature.as_bytes())
-                .map_err(|_| malformed("unreadable signature"))?;
-            let mut signed = SIGNED_PREFIX.to_vec();
-            signed.extend_from_slice(manifest_bytes);
-            if UnparsedPublicKey::new(&ED25519, &key)
-                .verify(&signed, &signature)
-                .is_err()
-            {
-                return Err(BackupError::Signature("does not verify".into()));
-            }
-            if let Some(expected) = expected_key
-                && expected != &key
-            {
-                return Err(BackupError::Signature(
-                    "was made with another audit signing key than the one expected".into(),
-                ));
-            }
-            let _ = manifest;
-            verified_key = key;
-            break;
-        }
-        if manifest.is_some() {
-            return Err(malformed(
-                "a frame after the manifest other than the signature",
-            ));
-        }
-        if rank(kind) < last_rank || (kind == HEADER && seen_header) {
-            return Err(malformed("frame out of order"));
-        }
-        if !seen_header && kind != HEADER {
-            return Err(malformed("the header is missing"));
-        }
-        last_rank = rank(kind);
-
-        if kind == MANIFEST {
-            let stream = hex(digests.stream.clone().finish().as_ref());
-            let (_, sections) = std::mem::replace(&mut digests, Digests::new()).finish();
-            let parsed: Manifest = serde_json::from_slice(&payload)
-                .map_err(|err| malformed(&format!("unreadable manifest: {err}")))?;
-            manifest = Some((parsed, payload.clone(), stream, sections));
-            continue;
-        }
-
-        let section = match kind {
-            FILE => {
-                let (&name_len, rest) = payload
-                    .split_first()
-                    .ok_or_else(|| malformed("empty file frame"))?;
-                let file_name = rest
-                    .get(..usize::from(name_len))
-                    .and_then(|n| std::str::from_utf8(n).ok())
-                    .ok_or_else(|| malformed("unreadable file name"))?;
-                format!("file:{file_name}")
-            }
-            other => section_of(other).unwrap_or("data").to_owned(),
-        };
-        digests.add(&section, &[&head, &payload]);
-
-        match kind {
-            HEADER => {
-                let header: BackupHeader = serde_json::from_slice(&payload)
-                    .map_err(|err| malformed(&format!("unreadable header: {err}")))?;
-                if header.format != FORMAT {
-                    return Err(BackupError::Format {
-                        found: header.format,
-                    });
-                }
-                seen_header = true;
-                header_keycheck.clone_from(&header.keycheck);
-                visit(Item::Header(&header))?;
-            }
-            FILE => {
-                let name_len = usize::from(payload[0]);
-                let file_name = section.trim_start_matches("file:").to_owned();
-                if !files_seen.insert(file_name.clone()) {
-                    return Err(malformed("a file given twice"));
-                }
-                visit(Item::File(&file_name, &payload[1 + name_len..]))?;
-            }
-            _ => {
-                let (key, value) =
-                    split_record(&payload).ok_or_else(|| malformed("record key length"))?;
-                let item = match kind {
-                    META => Item::Meta(key, value),
-                    DATA => Item::Data(key, value),
-                    REDO_PUT => Item::RedoPut(key, value),
-                    _ => Item::RedoDelete(key),
-                };
-                visit(item)?;
-            }
-        }
-    }
+        state.take(head, &payload, offset, &mut visit)?;
+    };
 
     // Nothing may follow the signature.
     let end = input.offset;
@@ -688,17 +731,21 @@ pub fn read(
             what: "bytes after the signature".into(),
         });
     }
-
-    let Some((manifest, _, stream, sections)) = manifest else {
+    let Some(pending) = state.manifest else {
         return Err(BackupError::Truncated {
             offset: end,
             what: "the manifest".into(),
         });
     };
-    check_manifest(&manifest, &stream, &sections, &header_keycheck)?;
+    check_manifest(
+        &pending.manifest,
+        &pending.stream,
+        &pending.sections,
+        &state.keycheck,
+    )?;
     Ok(Verified {
-        manifest,
-        public_key: verified_key,
+        manifest: pending.manifest,
+        public_key,
         bytes: end,
     })
 }
@@ -867,6 +914,100 @@ fn staged(final_path: &Path, data_dir: &Path, staging: &Path) -> Option<PathBuf>
         .map(|rel| staging.join(rel))
 }
 
+/// Writes the items of a backup into the staging folder as they are read.
+struct Restorer<'a> {
+    plan: &'a RestorePlan<'a>,
+    db_dir: PathBuf,
+    master: Option<MasterKey>,
+    db: Option<(sled::Db, sled::Tree, sled::Tree)>,
+    batch: sled::Batch,
+    meta_batch: sled::Batch,
+    pending: usize,
+    keystore: Option<Vec<u8>>,
+    ledger: Vec<u8>,
+    header: Option<BackupHeader>,
+    records: u64,
+}
+
+impl Restorer<'_> {
+    fn item(&mut self, item: Item<'_>) -> Result<(), BackupError> {
+        match item {
+            Item::Header(header) => self.header(header)?,
+            Item::Meta(key, value) => self.meta_batch.insert(key, value),
+            Item::Data(key, value) | Item::RedoPut(key, value) => {
+                self.batch.insert(key, value);
+                self.pending += 1;
+                self.records += 1;
+            }
+            Item::RedoDelete(key) => {
+                self.batch.remove(key);
+                self.pending += 1;
+                self.records += 1;
+            }
+            Item::File(KEYSTORE_FILE, bytes) => self.keystore = Some(bytes.to_vec()),
+            Item::File(LEDGER_FILE, bytes) => self.ledger = bytes.to_vec(),
+            Item::File(..) => {}
+        }
+        if self.pending >= 20_000
+            && let Some((_, _, data)) = &self.db
+        {
+            data.apply_batch(std::mem::take(&mut self.batch))?;
+            self.pending = 0;
+        }
+        Ok(())
+    }
+
+    /// Proves the key before anything is written, then opens the new database.
+    fn header(&mut self, header: &BackupHeader) -> Result<(), BackupError> {
+        if header.schema_version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: PathBuf::from("(backup)"),
+                found: header.schema_version,
+                supported: SCHEMA_VERSION,
+            }
+            .into());
+        }
+        let check: KeyCheck =
+            serde_json::from_str(&header.keycheck).map_err(|err| BackupError::Malformed {
+                offset: 0,
+                what: format!("unreadable key check in the header ({err})"),
+            })?;
+        let key = check
+            .verify(self.plan.source, Path::new("(the backup)"))
+            .map_err(|err| match err {
+                StoreError::WrongKey { .. } => BackupError::Refused(
+                    "the master key or passphrase given does not open this backup (wrong key \
+                     file or passphrase); nothing was restored"
+                        .into(),
+                ),
+                other => other.into(),
+            })?;
+        self.master = Some(key);
+        let keycheck_path = super::keycheck_path(&self.db_dir);
+        files::write_atomic(&keycheck_path, header.keycheck.as_bytes(), 0o600)
+            .map_err(io_at(&keycheck_path))?;
+        let db = super::open_sled(&self.db_dir, self.plan.options.cache_mib)?;
+        let (meta, data) = (db.open_tree("meta")?, db.open_tree("data")?);
+        self.db = Some((db, meta, data));
+        self.header = Some(header.clone());
+        Ok(())
+    }
+
+    /// Applies what is left and closes the database.
+    fn finish_db(&mut self) -> Result<(), BackupError> {
+        let Some((db, meta, data)) = self.db.take() else {
+            return Err(BackupError::Truncated {
+                offset: 0,
+                what: "the header".into(),
+            });
+        };
+        data.apply_batch(std::mem::take(&mut self.batch))?;
+        meta.apply_batch(std::mem::take(&mut self.meta_batch))?;
+        db.flush()?;
+        Ok(())
+    }
+}
+
 fn restore_into(
     input: impl Read,
     plan: &RestorePlan<'_>,
@@ -892,102 +1033,39 @@ fn restore_into(
         .clone()
         .unwrap_or_else(|| staging.join("erasures.ledger.merged"));
 
-    let mut master: Option<MasterKey> = None;
-    let mut db: Option<sled::Db> = None;
-    let mut trees: Option<(sled::Tree, sled::Tree)> = None;
-    let mut batch = sled::Batch::default();
-    let mut meta_batch = sled::Batch::default();
-    let mut pending = 0usize;
-    let mut keystore_bytes: Option<Vec<u8>> = None;
-    let mut ledger_bytes: Vec<u8> = Vec::new();
-    let mut header_seen: Option<BackupHeader> = None;
-    let mut records = 0u64;
-
-    let verified = read(input, plan.expected_key, |item| {
-        match item {
-            Item::Header(header) => {
-                if header.schema_version > SCHEMA_VERSION {
-                    return Err(StoreError::TooNew {
-                        path: PathBuf::from("(backup)"),
-                        found: header.schema_version,
-                        supported: SCHEMA_VERSION,
-                    }
-                    .into());
-                }
-                let check: KeyCheck = serde_json::from_str(&header.keycheck).map_err(|err| {
-                    BackupError::Malformed {
-                        offset: 0,
-                        what: format!("unreadable key check in the header ({err})"),
-                    }
-                })?;
-                // The key is proven before anything is written.
-                let key = check
-                    .verify(plan.source, Path::new("(the backup)"))
-                    .map_err(|err| match err {
-                        StoreError::WrongKey { .. } => BackupError::Refused(
-                            "the master key or passphrase given does not open this backup \
-                             (wrong key file or passphrase); nothing was restored"
-                                .into(),
-                        ),
-                        other => other.into(),
-                    })?;
-                master = Some(key);
-                let keycheck_path = super::keycheck_path(&db_dir);
-                files::write_atomic(&keycheck_path, header.keycheck.as_bytes(), 0o600)
-                    .map_err(io_at(&keycheck_path))?;
-                let opened = super::open_sled(&db_dir, plan.options.cache_mib)?;
-                trees = Some((opened.open_tree("meta")?, opened.open_tree("data")?));
-                db = Some(opened);
-                header_seen = Some(header.clone());
-            }
-            Item::Meta(key, value) => meta_batch.insert(key, value),
-            Item::Data(key, value) | Item::RedoPut(key, value) => {
-                batch.insert(key, value);
-                pending += 1;
-                records += 1;
-            }
-            Item::RedoDelete(key) => {
-                batch.remove(key);
-                pending += 1;
-                records += 1;
-            }
-            Item::File(name, bytes) => match name {
-                KEYSTORE_FILE => keystore_bytes = Some(bytes.to_vec()),
-                LEDGER_FILE => ledger_bytes = bytes.to_vec(),
-                _ => {}
-            },
-        }
-        if pending >= 20_000
-            && let Some((_, data)) = &trees
-        {
-            data.apply_batch(std::mem::take(&mut batch))?;
-            pending = 0;
-        }
-        Ok(())
-    })?;
-
-    let (Some(master), Some(db), Some((meta, data)), Some(header)) =
-        (master, db, trees, header_seen)
-    else {
+    let mut restorer = Restorer {
+        plan,
+        db_dir,
+        master: None,
+        db: None,
+        batch: sled::Batch::default(),
+        meta_batch: sled::Batch::default(),
+        pending: 0,
+        keystore: None,
+        ledger: Vec::new(),
+        header: None,
+        records: 0,
+    };
+    let verified = read(input, plan.expected_key, |item| restorer.item(item))?;
+    restorer.finish_db()?;
+    let (Some(master), Some(header)) = (restorer.master.take(), restorer.header.take()) else {
         return Err(BackupError::Truncated {
             offset: 0,
             what: "the header".into(),
         });
     };
-    data.apply_batch(batch)?;
-    meta.apply_batch(meta_batch)?;
-    db.flush()?;
-    drop((meta, data));
-    drop(db);
 
-    let keystore_bytes = keystore_bytes.ok_or_else(|| BackupError::Digest {
-        section: format!("file:{KEYSTORE_FILE}"),
-        detail: "missing from the backup".into(),
-    })?;
+    let keystore_bytes = restorer
+        .keystore
+        .take()
+        .ok_or_else(|| BackupError::Digest {
+            section: format!("file:{KEYSTORE_FILE}"),
+            detail: "missing from the backup".into(),
+        })?;
     files::write_atomic(&keystore, &keystore_bytes, 0o600).map_err(io_at(&keystore))?;
 
     // The newest ledger wins: every erasure in either ledger applies.
-    let (merged, erased_since_backup) = merge_ledgers(&ledger_bytes, plan.current_ledger)?;
+    let (merged, erased_since_backup) = merge_ledgers(&restorer.ledger, plan.current_ledger)?;
     if let Some(dir) = ledger.parent() {
         files::create_private_dir(dir, 0o700).map_err(io_at(dir))?;
     }
@@ -1021,7 +1099,7 @@ fn restore_into(
 
     Ok(RestoreReport {
         data_dir: data_dir.to_owned(),
-        records,
+        records: restorer.records,
         bytes: verified.bytes,
         schema_version: header.schema_version,
         started_at: header.started_at,
