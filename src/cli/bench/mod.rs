@@ -2,6 +2,7 @@
 //!
 //! - `bench store` ([`store`]) puts the encrypted store next to raw sled on the same machine,
 //!   then measures start-up and idle memory of `clientele serve` ([`startup`]).
+//! - `bench backup` ([`backup`]) times a backup, its verification and a restore in MB/s.
 //! - `bench web` ([`web`]) loads a started server over HTTPS: a static file against a signed-in
 //!   page, then page latency while sign-ins flood the Argon2 pool.
 //!
@@ -15,6 +16,7 @@
 //! run them on an otherwise idle appliance.
 
 mod audit;
+mod backup;
 mod startup;
 mod store;
 mod web;
@@ -44,6 +46,8 @@ pub enum BenchCommand {
     /// Audit trail: write cost of an entry, compliance-page queries over the index, export and
     /// offline verification
     Audit(audit::AuditBenchArgs),
+    /// Backup, verification and restore throughput (MB/s) on N records
+    Backup(backup::BackupBenchArgs),
 }
 
 pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
@@ -51,6 +55,7 @@ pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
         BenchCommand::Store(args) => store::bench_store(args),
         BenchCommand::Web(args) => web::bench_web(args),
         BenchCommand::Audit(args) => audit::bench_audit(args),
+        BenchCommand::Backup(args) => backup::bench_backup(args),
     }
 }
 
