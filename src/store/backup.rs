@@ -1245,3 +1245,86 @@ pub fn before_migration(store: &Store, version: u32) -> Result<PathBuf, BackupEr
     tracing::info!(file = %path.display(), from = version, "backup written before migrating");
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::{SystemClock, SystemRandom};
+    use crate::store::migrate::{Migration, copy_all};
+    use crate::store::{ChangeSet, StoreOptions, Table};
+
+    const THINGS: Table = Table::new("things");
+
+    #[test]
+    fn a_pending_migration_is_preceded_by_a_backup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = crate::config::Config {
+            data_dir: tmp.path().to_owned(),
+            ..crate::config::Config::default()
+        };
+        let mut options = StoreOptions::from_config(&config);
+        options.cache_mib = 8;
+        let source = MasterKeySource::File(config.master_key_file());
+        let open = |migrations: &[Migration]| {
+            Store::open_with(
+                &options,
+                &source,
+                Arc::new(SystemClock),
+                Arc::new(SystemRandom::new()),
+                migrations,
+            )
+        };
+        Store::init(&options, &source, &SystemClock, &SystemRandom::new()).unwrap();
+        let store = open(&[]).unwrap();
+        let mut set = ChangeSet::new();
+        set.insert_new(
+            super::super::AUDIT_KEYS,
+            super::super::AUDIT_SIGNING_SEED,
+            vec![7; 32],
+        );
+        set.put(THINGS, b"k".to_vec(), b"v".to_vec());
+        store.commit_blocking(set).unwrap();
+        drop(store);
+        // Make it look like a store from before schema 1.
+        let db = super::super::open_sled(&options.db_dir, 8).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(super::super::META_SCHEMA, &0u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+        drop(db);
+
+        let steps = [Migration {
+            to: 1,
+            name: "copy",
+            apply: copy_all,
+        }];
+        let store = open(&steps).unwrap();
+        assert_eq!(store.get(THINGS, b"k").unwrap().unwrap().as_slice(), b"v");
+        let backups: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("backups"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        assert_eq!(backups.len(), 1, "{backups:?}");
+        assert!(
+            backups[0]
+                .to_string_lossy()
+                .contains("pre-migration-schema0-")
+        );
+        let verified = read(std::fs::File::open(&backups[0]).unwrap(), None, |_| Ok(())).unwrap();
+        assert_eq!(verified.manifest.schema_version, 0);
+        drop(store);
+
+        // Nothing pending: no new backup.
+        let store = open(&steps).unwrap();
+        drop(store);
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("backups"))
+                .unwrap()
+                .count(),
+            1
+        );
+    }
+}

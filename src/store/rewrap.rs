@@ -86,6 +86,26 @@ pub fn rewrap(
     new: &NewMaster,
     random: &dyn Random,
 ) -> Result<RewrapReport, StoreError> {
+    rewrap_until(options, current, new, random, Stage::Complete)
+}
+
+/// How far [`rewrap_until`] goes; the shorter stages stand for a crash in tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    #[cfg(test)]
+    BeforeSwitch,
+    #[cfg(test)]
+    AfterSwitch,
+    Complete,
+}
+
+fn rewrap_until(
+    options: &StoreOptions,
+    current: &MasterKeySource,
+    new: &NewMaster,
+    random: &dyn Random,
+    stage: Stage,
+) -> Result<RewrapReport, StoreError> {
     recover(options)?;
     let check_path = keycheck_path(&options.db_dir);
     let old = KeyCheck::read(&check_path)?.verify(current, &options.db_dir)?;
@@ -166,6 +186,10 @@ pub fn rewrap(
     let marker_bytes =
         serde_json::to_vec_pretty(&marker).map_err(|e| StoreError::Decode(e.to_string()))?;
     files::write_atomic(&marker_file, &marker_bytes, 0o600).map_err(io(&marker_file))?;
+    #[cfg(test)]
+    if stage == Stage::BeforeSwitch {
+        return Err(StoreError::Closed);
+    }
     let mut batch = sled::Batch::default();
     for record in &records {
         batch.insert(KEYRING.store_key(&record.key), record.sealed.as_slice());
@@ -176,7 +200,9 @@ pub fn rewrap(
     drop(db);
 
     // 4. Complete.
-    complete(&marker, &marker_file)?;
+    if stage == Stage::Complete {
+        complete(&marker, &marker_file)?;
+    }
     Ok(RewrapReport {
         keyring_records: records.len(),
         subject_keys: subjects.len(),
@@ -231,4 +257,93 @@ pub fn recover(options: &StoreOptions) -> Result<(), StoreError> {
     }
     std::fs::remove_file(&marker_file).map_err(io(&marker_file))?;
     files::sync_dir(&marker_file).map_err(io(&marker_file))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::{SystemClock, SystemRandom};
+    use crate::store::{ChangeSet, Store, Table};
+
+    const THINGS: Table = Table::new("things");
+
+    fn store_with_a_record(dir: &Path) -> (StoreOptions, MasterKeySource) {
+        let config = crate::config::Config {
+            data_dir: dir.to_owned(),
+            ..crate::config::Config::default()
+        };
+        let mut options = StoreOptions::from_config(&config);
+        options.cache_mib = 8;
+        let source = MasterKeySource::File(config.master_key_file());
+        Store::init(&options, &source, &SystemClock, &SystemRandom::new()).unwrap();
+        let store = open(&options, &source).unwrap();
+        let mut set = ChangeSet::new();
+        set.put(THINGS, b"k".to_vec(), b"v".to_vec());
+        store.commit_blocking(set).unwrap();
+        (options, source)
+    }
+
+    fn open(options: &StoreOptions, source: &MasterKeySource) -> Result<Store, StoreError> {
+        Store::open(
+            options,
+            source,
+            Arc::new(SystemClock),
+            Arc::new(SystemRandom::new()),
+        )
+    }
+
+    #[test]
+    fn a_crash_before_the_switch_keeps_the_old_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (options, source) = store_with_a_record(tmp.path());
+        let MasterKeySource::File(key_file) = &source else {
+            unreachable!()
+        };
+        let old = std::fs::read(key_file).unwrap();
+        let new = NewMaster::KeyFile(key_file.clone());
+        let cut = rewrap_until(
+            &options,
+            &source,
+            &new,
+            &SystemRandom::new(),
+            Stage::BeforeSwitch,
+        );
+        assert!(cut.is_err());
+        assert!(marker_path(&options.db_dir).exists());
+
+        let store = open(&options, &source).unwrap();
+        assert_eq!(store.get(THINGS, b"k").unwrap().unwrap().as_slice(), b"v");
+        assert_eq!(std::fs::read(key_file).unwrap(), old);
+        assert!(!marker_path(&options.db_dir).exists());
+        assert!(!with_suffix(key_file, ".new").exists());
+    }
+
+    #[test]
+    fn a_crash_after_the_switch_is_completed_at_the_next_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (options, source) = store_with_a_record(tmp.path());
+        let MasterKeySource::File(key_file) = &source else {
+            unreachable!()
+        };
+        let old_copy = tmp.path().join("old.key");
+        std::fs::copy(key_file, &old_copy).unwrap();
+        let new = NewMaster::KeyFile(key_file.clone());
+        rewrap_until(
+            &options,
+            &source,
+            &new,
+            &SystemRandom::new(),
+            Stage::AfterSwitch,
+        )
+        .unwrap();
+        assert!(with_suffix(key_file, ".new").exists());
+
+        let old = open(&options, &MasterKeySource::File(old_copy));
+        assert!(matches!(old, Err(StoreError::WrongKey { .. })), "{old:?}");
+        let store = open(&options, &source).unwrap();
+        assert_eq!(store.get(THINGS, b"k").unwrap().unwrap().as_slice(), b"v");
+        assert!(!marker_path(&options.db_dir).exists());
+    }
 }
