@@ -46,6 +46,8 @@ pub const MAGIC: &[u8] = b"CLIENTELE BACKUP\n";
 /// The format this binary writes and reads.
 pub const FORMAT: u32 = 1;
 /// The largest frame accepted; a larger length is damage, not data.
+// Limitation: a file frame carries a whole file, so a subject keystore above 512 MiB (about six
+// million customers at 83 bytes each) cannot be backed up until files are split into frames.
 const MAX_FRAME: u32 = 512 << 20;
 const SIGNED_PREFIX: &[u8] = b"clientele-backup-manifest-v1\n";
 
@@ -63,6 +65,8 @@ pub const KEYSTORE_FILE: &str = "subjects.keystore";
 pub const LEDGER_FILE: &str = "erasures.ledger";
 
 /// A write seen by a running backup: store key, and the sealed value or `None` for a removal.
+// Limitation: the redo list is held in memory until the copy of the data section ends, so a
+// backup of a busy store holds every write made during it (their sealed size, plus keys).
 pub(crate) type RedoOp = super::commit::StagedOp;
 
 /// Signs backup manifests; the audit signing key implements it.
@@ -882,6 +886,10 @@ pub fn check_target(data_dir: &Path) -> Result<(), BackupError> {
     }
 }
 
+// Limitation: for customers erased after the backup was made, only the keys are destroyed;
+// their blind-index identity entries and duplicate candidates (ids and HMACs, no personal
+// value) stay in the restored data, so a new profile with the same email or phone may resolve to
+// the erased id and be refused as erased until those entries are removed.
 /// Restores `input` into the empty or missing folder of `plan.options`: writes everything
 /// into a temporary sibling folder, checks the whole file, re-applies the newest erasure
 /// ledger, syncs, and only then renames the folder into place. A wrong key, a damaged file or
