@@ -625,4 +625,31 @@ mod tests {
         let err = load_text("[server\n", &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
     }
+
+    #[test]
+    fn backup_section_is_off_by_default_and_checked() {
+        let config = load_text("", &[]).unwrap();
+        assert!(!config.backup.enabled);
+        assert_eq!(config.backup_dir(), config.data_dir.join("backups"));
+        let config = load_text(
+            "[backup]\nenabled = true\nfolder = \"/srv/b\"\ninterval = \"6h\"\nretention = 3\n",
+            &[],
+        )
+        .unwrap();
+        assert!(config.backup.enabled);
+        assert_eq!(config.backup_dir(), PathBuf::from("/srv/b"));
+        assert_eq!(config.backup.interval, Duration::from_secs(6 * 3600));
+        let err = load_text("[backup]\ninterval = \"10s\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("backup.interval"), "{err}");
+        let err = load_text("[backup]\nretention = 0\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("backup.retention"), "{err}");
+    }
+
+    #[test]
+    fn the_packaged_file_parses() {
+        let text = include_str!("../packaging/clientele.toml");
+        let config = load_text(text, &[]).unwrap();
+        assert!(!config.backup.enabled);
+        assert_eq!(config.backup.retention, 7);
+    }
 }
