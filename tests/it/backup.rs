@@ -200,6 +200,14 @@ async fn a_backup_taken_while_writes_continue_restores_to_one_point_in_time() {
     let (ok, out, err) = run(clientele(&dir).args(["backup", "verify"]).arg(&file));
     assert!(ok, "{out}{err}");
     assert!(out.contains("verified"), "{out}");
+    // Writes committed while it streamed went into the redo section.
+    let redo: u64 = out
+        .lines()
+        .find_map(|line| line.trim_start().strip_prefix("redo"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0);
+    assert!(redo > 0, "no redo section: {out}");
 
     let target = work.path().join("restored");
     let (ok, out, err) = run(&mut restore_cmd(&dir, &target, &file));
