@@ -928,9 +928,7 @@ struct Restorer<'a> {
     db_dir: PathBuf,
     master: Option<MasterKey>,
     db: Option<(sled::Db, sled::Tree, sled::Tree)>,
-    batch: sled::Batch,
     meta_batch: sled::Batch,
-    pending: usize,
     keystore: Option<Vec<u8>>,
     ledger: Vec<u8>,
     header: Option<BackupHeader>,
@@ -942,27 +940,31 @@ impl Restorer<'_> {
         match item {
             Item::Header(header) => self.header(header)?,
             Item::Meta(key, value) => self.meta_batch.insert(key, value),
+            // Plain inserts in key order: sled's fastest path, and the staging folder is
+            // thrown away whole if anything fails.
             Item::Data(key, value) | Item::RedoPut(key, value) => {
-                self.batch.insert(key, value);
-                self.pending += 1;
+                self.data()?.insert(key, value)?;
                 self.records += 1;
             }
             Item::RedoDelete(key) => {
-                self.batch.remove(key);
-                self.pending += 1;
+                self.data()?.remove(key)?;
                 self.records += 1;
             }
             Item::File(KEYSTORE_FILE, bytes) => self.keystore = Some(bytes.to_vec()),
             Item::File(LEDGER_FILE, bytes) => self.ledger = bytes.to_vec(),
             Item::File(..) => {}
         }
-        if self.pending >= 20_000
-            && let Some((_, _, data)) = &self.db
-        {
-            data.apply_batch(std::mem::take(&mut self.batch))?;
-            self.pending = 0;
-        }
         Ok(())
+    }
+
+    fn data(&self) -> Result<&sled::Tree, BackupError> {
+        self.db
+            .as_ref()
+            .map(|(_, _, data)| data)
+            .ok_or_else(|| BackupError::Malformed {
+                offset: 0,
+                what: "a record before the header".into(),
+            })
     }
 
     /// Proves the key before anything is written, then opens the new database.
@@ -994,7 +996,15 @@ impl Restorer<'_> {
         let keycheck_path = super::keycheck_path(&self.db_dir);
         files::write_atomic(&keycheck_path, header.keycheck.as_bytes(), 0o600)
             .map_err(io_at(&keycheck_path))?;
-        let db = super::open_sled(&self.db_dir, self.plan.options.cache_mib)?;
+        // The new database is written once, in key order, by this process alone: a larger
+        // cache and sled's throughput mode make that about twice as fast; the mode is not
+        // stored, so the served store opens with its usual settings.
+        let db = sled::Config::new()
+            .path(&self.db_dir)
+            .cache_capacity(self.plan.options.cache_mib.max(256) * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
+            .open()?;
         let (meta, data) = (db.open_tree("meta")?, db.open_tree("data")?);
         self.db = Some((db, meta, data));
         self.header = Some(header.clone());
@@ -1009,7 +1019,7 @@ impl Restorer<'_> {
                 what: "the header".into(),
             });
         };
-        data.apply_batch(std::mem::take(&mut self.batch))?;
+        drop(data);
         meta.apply_batch(std::mem::take(&mut self.meta_batch))?;
         db.flush()?;
         Ok(())
@@ -1046,9 +1056,7 @@ fn restore_into(
         db_dir,
         master: None,
         db: None,
-        batch: sled::Batch::default(),
         meta_batch: sled::Batch::default(),
-        pending: 0,
         keystore: None,
         ledger: Vec::new(),
         header: None,
