@@ -922,6 +922,43 @@ fn staged(final_path: &Path, data_dir: &Path, staging: &Path) -> Option<PathBuf>
         .map(|rel| staging.join(rel))
 }
 
+/// Data records per chunk handed to an inserter.
+const CHUNK: usize = 4096;
+
+/// A second thread inserting every other chunk of data records (sled takes concurrent writers).
+struct Helper {
+    send: std::sync::mpsc::SyncSender<Vec<(Vec<u8>, Vec<u8>)>>,
+    thread: std::thread::JoinHandle<Result<(), sled::Error>>,
+}
+
+impl Helper {
+    fn start(data: sled::Tree) -> Result<Self, BackupError> {
+        let (send, receive) = std::sync::mpsc::sync_channel::<Vec<(Vec<u8>, Vec<u8>)>>(2);
+        let thread = std::thread::Builder::new()
+            .name("restore-insert".into())
+            .spawn(move || {
+                for chunk in receive {
+                    for (key, value) in chunk {
+                        data.insert(key, value)?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(BackupError::Write)?;
+        Ok(Self { send, thread })
+    }
+
+    fn join(self) -> Result<(), BackupError> {
+        drop(self.send);
+        match self.thread.join() {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(BackupError::Write(std::io::Error::other(
+                "the restore's insert thread stopped unexpectedly",
+            ))),
+        }
+    }
+}
+
 /// Writes the items of a backup into the staging folder as they are read.
 struct Restorer<'a> {
     plan: &'a RestorePlan<'a>,
@@ -929,6 +966,10 @@ struct Restorer<'a> {
     master: Option<MasterKey>,
     db: Option<(sled::Db, sled::Tree, sled::Tree)>,
     meta_batch: sled::Batch,
+    /// Data records waiting to be inserted, in chunks shared with a second inserter.
+    chunk: Vec<(Vec<u8>, Vec<u8>)>,
+    chunks: u64,
+    helper: Option<Helper>,
     keystore: Option<Vec<u8>>,
     ledger: Vec<u8>,
     header: Option<BackupHeader>,
@@ -940,13 +981,23 @@ impl Restorer<'_> {
         match item {
             Item::Header(header) => self.header(header)?,
             Item::Meta(key, value) => self.meta_batch.insert(key, value),
-            // Plain inserts in key order: sled's fastest path, and the staging folder is
-            // thrown away whole if anything fails.
-            Item::Data(key, value) | Item::RedoPut(key, value) => {
+            // Data records have distinct keys, so two threads insert them in any order; the
+            // staging folder is thrown away whole if anything fails.
+            Item::Data(key, value) => {
+                self.chunk.push((key.to_vec(), value.to_vec()));
+                if self.chunk.len() >= CHUNK {
+                    self.insert_chunk()?;
+                }
+                self.records += 1;
+            }
+            // Redo records replay in order, after every data record is in.
+            Item::RedoPut(key, value) => {
+                self.join_helper()?;
                 self.data()?.insert(key, value)?;
                 self.records += 1;
             }
             Item::RedoDelete(key) => {
+                self.join_helper()?;
                 self.data()?.remove(key)?;
                 self.records += 1;
             }
@@ -955,6 +1006,44 @@ impl Restorer<'_> {
             Item::File(..) => {}
         }
         Ok(())
+    }
+
+    /// Inserts the pending chunk: every other chunk goes to the helper thread.
+    fn insert_chunk(&mut self) -> Result<(), BackupError> {
+        let chunk = std::mem::take(&mut self.chunk);
+        self.chunks += 1;
+        if self.chunks % 2 == 0 {
+            if self.helper.is_none() {
+                self.helper = Some(Helper::start(self.data()?.clone())?);
+            }
+            if let Some(helper) = &self.helper
+                && helper.send.send(chunk).is_ok()
+            {
+                return Ok(());
+            }
+            // The helper stopped: its error comes out of the join.
+            return self.join_helper();
+        }
+        let data = self.data()?;
+        for (key, value) in chunk {
+            data.insert(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts what is pending and waits for the helper to finish its chunks.
+    fn join_helper(&mut self) -> Result<(), BackupError> {
+        if !self.chunk.is_empty() {
+            let chunk = std::mem::take(&mut self.chunk);
+            let data = self.data()?;
+            for (key, value) in chunk {
+                data.insert(key, value)?;
+            }
+        }
+        match self.helper.take() {
+            Some(helper) => helper.join(),
+            None => Ok(()),
+        }
     }
 
     fn data(&self) -> Result<&sled::Tree, BackupError> {
@@ -1013,6 +1102,7 @@ impl Restorer<'_> {
 
     /// Applies what is left and closes the database.
     fn finish_db(&mut self) -> Result<(), BackupError> {
+        self.join_helper()?;
         let Some((db, meta, data)) = self.db.take() else {
             return Err(BackupError::Truncated {
                 offset: 0,
@@ -1057,6 +1147,9 @@ fn restore_into(
         master: None,
         db: None,
         meta_batch: sled::Batch::default(),
+        chunk: Vec::with_capacity(CHUNK),
+        chunks: 0,
+        helper: None,
         keystore: None,
         ledger: Vec::new(),
         header: None,
