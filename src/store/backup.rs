@@ -1012,7 +1012,7 @@ impl Restorer<'_> {
     fn insert_chunk(&mut self) -> Result<(), BackupError> {
         let chunk = std::mem::take(&mut self.chunk);
         self.chunks += 1;
-        if self.chunks % 2 == 0 {
+        if self.chunks.is_multiple_of(2) {
             if self.helper.is_none() {
                 self.helper = Some(Helper::start(self.data()?.clone())?);
             }
