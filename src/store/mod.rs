@@ -477,32 +477,6 @@ impl Store {
     ) -> Result<Self, StoreError> {
         migrate::recover(&options.db_dir)?;
         rewrap::recover(options)?;
-        if let Some(version) = pending_migration(options)? {
-            let current = Self::open_inner(
-                options,
-                source,
-                Arc::clone(&clock),
-                Arc::clone(&random),
-                None,
-            )?;
-            backup::before_migration(&current, version).map_err(|err| StoreError::Migration {
-                from: version,
-                to: SCHEMA_VERSION,
-                name: "backup before migrating",
-                reason: err.to_string(),
-            })?;
-            drop(current);
-        }
-        Self::open_inner(options, source, clock, random, Some(migrations))
-    }
-
-    fn open_inner(
-        options: &StoreOptions,
-        source: &MasterKeySource,
-        clock: Arc<dyn Clock>,
-        random: Arc<dyn Random>,
-        migrations: Option<&[migrate::Migration]>,
-    ) -> Result<Self, StoreError> {
         if !options.db_dir.join("conf").exists() {
             return Err(StoreError::NotInitialised {
                 path: options.db_dir.clone(),
@@ -511,6 +485,45 @@ impl Store {
         // The key is checked before sled opens anything, so a wrong key changes no byte.
         let master =
             KeyCheck::read(&keycheck_path(&options.db_dir))?.verify(source, &options.db_dir)?;
+        Self::open_inner(options, &master, clock, random, Some(migrations))
+    }
+
+    /// Backs up the store as it is (when a step is pending), then runs the migrations.
+    fn migrate(
+        options: &StoreOptions,
+        master: &MasterKey,
+        clock: &Arc<dyn Clock>,
+        random: &Arc<dyn Random>,
+        version: u32,
+        migrations: &[migrate::Migration],
+    ) -> Result<(), StoreError> {
+        if !migrations.is_empty() {
+            let current =
+                Self::open_inner(options, master, Arc::clone(clock), Arc::clone(random), None)?;
+            backup::before_migration(&current, version).map_err(|err| StoreError::Migration {
+                from: version,
+                to: SCHEMA_VERSION,
+                name: "backup before migrating",
+                reason: err.to_string(),
+            })?;
+        }
+        migrate::upgrade(
+            &options.db_dir,
+            version,
+            SCHEMA_VERSION,
+            migrations,
+            options.cache_mib,
+        )
+    }
+
+    /// Opens the store with a master key already proven against its key check.
+    fn open_inner(
+        options: &StoreOptions,
+        master: &MasterKey,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        migrations: Option<&[migrate::Migration]>,
+    ) -> Result<Self, StoreError> {
         let db = open_sled(&options.db_dir, options.cache_mib)?;
         let meta = db.open_tree("meta")?;
         let version = schema_version(&meta, &options.db_dir)?;
@@ -531,13 +544,7 @@ impl Store {
         let (db, data) = if let Some(migrations) = migrations.filter(|_| version < SCHEMA_VERSION) {
             drop((meta, data));
             drop(db);
-            migrate::upgrade(
-                &options.db_dir,
-                version,
-                SCHEMA_VERSION,
-                migrations,
-                options.cache_mib,
-            )?;
+            Self::migrate(options, master, &clock, &random, version, migrations)?;
             let db = open_sled(&options.db_dir, options.cache_mib)?;
             let data = db.open_tree("data")?;
             (db, data)
@@ -963,16 +970,6 @@ impl KeyCheck {
         }
         Ok(master)
     }
-}
-
-/// The schema version of an existing store when it is older than this binary's.
-fn pending_migration(options: &StoreOptions) -> Result<Option<u32>, StoreError> {
-    if !options.db_dir.join("conf").exists() {
-        return Ok(None);
-    }
-    let db = open_sled(&options.db_dir, options.cache_mib)?;
-    let version = schema_version(&db.open_tree("meta")?, &options.db_dir)?;
-    Ok((version < SCHEMA_VERSION).then_some(version))
 }
 
 /// The table of the audit signing key (owned by the audit trail; the store reads it only to
