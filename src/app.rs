@@ -159,8 +159,7 @@ pub async fn start(
         Arc::clone(&deps.random),
     );
     let checkpoints = audit.clone();
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(write_last_seen(sessions.clone())));
+    let mut tasks = vec![tokio::spawn(write_last_seen(sessions.clone()))];
     tasks.push(tokio::spawn(async move {
         audit::run_checkpoints(checkpoints).await;
         Ok(())
@@ -171,6 +170,7 @@ pub async fn start(
     )));
     let audit_index = audit::index::AuditIndex::new(audit.clone());
     tasks.push(tokio::spawn(audit::index::keep_up(audit_index.clone())));
+    tasks.push(spawn_backup_schedule(&config, &store, &deps));
     let state = actix_web::web::Data::new(AppState {
         store: store.clone(),
         audit: audit.clone(),
@@ -213,6 +213,22 @@ pub async fn start(
         control: Some(control),
         certificate,
     })
+}
+
+/// Scheduled backups (the task ends at once when they are off).
+fn spawn_backup_schedule(
+    config: &Config,
+    store: &Store,
+    deps: &Deps,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(crate::backups::run_schedule(
+        store.clone(),
+        config.backup.clone(),
+        config.backup_dir(),
+        config.data_dir.clone(),
+        Arc::clone(&deps.clock),
+        Arc::clone(&deps.random),
+    ))
 }
 
 /// The duplicate scan over customers; the sales ingest service, and the watcher of the

@@ -29,6 +29,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub customers: CustomersConfig,
     pub pos: PosConfig,
+    pub backup: BackupConfig,
 }
 
 /// Point-of-sale connectors: the `POSLog` drop folder.
@@ -56,6 +57,31 @@ impl Default for PosConfig {
             poll_interval: Duration::from_secs(2),
             settle: Duration::from_secs(5),
             default_currency: "USD".into(),
+        }
+    }
+}
+
+/// Scheduled backups (`clientele backup` works whether or not they are on).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Writes a backup every `interval` while the server runs.
+    pub enabled: bool,
+    /// Folder of the scheduled backups; `data_dir/backups` when unset.
+    pub folder: Option<PathBuf>,
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// Scheduled backups kept; older ones are deleted after a new one is written.
+    pub retention: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            folder: None,
+            interval: Duration::from_secs(24 * 3600),
+            retention: 7,
         }
     }
 }
@@ -215,6 +241,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             customers: CustomersConfig::default(),
             pos: PosConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -289,6 +316,15 @@ impl Config {
     #[must_use]
     pub fn tls_dir(&self) -> PathBuf {
         self.data_dir.join("tls")
+    }
+
+    /// The folder of scheduled backups.
+    #[must_use]
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup
+            .folder
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups"))
     }
 
     #[must_use]
@@ -436,6 +472,12 @@ impl Config {
                 "session.idle_timeout",
                 "must be above zero and at most session.absolute_timeout",
             );
+        }
+        if self.backup.interval < Duration::from_secs(60) {
+            return invalid("backup.interval", "must be at least one minute");
+        }
+        if self.backup.retention == 0 {
+            return invalid("backup.retention", "must be at least 1");
         }
         if self.log.retention_files == 0 {
             return invalid("log.retention_files", "must be at least 1");
@@ -631,5 +673,32 @@ mod tests {
     fn syntax_error_names_the_file() {
         let err = load_text("[server\n", &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+    }
+
+    #[test]
+    fn backup_section_is_off_by_default_and_checked() {
+        let config = load_text("", &[]).unwrap();
+        assert!(!config.backup.enabled);
+        assert_eq!(config.backup_dir(), config.data_dir.join("backups"));
+        let config = load_text(
+            "[backup]\nenabled = true\nfolder = \"/srv/b\"\ninterval = \"6h\"\nretention = 3\n",
+            &[],
+        )
+        .unwrap();
+        assert!(config.backup.enabled);
+        assert_eq!(config.backup_dir(), PathBuf::from("/srv/b"));
+        assert_eq!(config.backup.interval, Duration::from_secs(6 * 3600));
+        let err = load_text("[backup]\ninterval = \"10s\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("backup.interval"), "{err}");
+        let err = load_text("[backup]\nretention = 0\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("backup.retention"), "{err}");
+    }
+
+    #[test]
+    fn the_packaged_file_parses() {
+        let text = include_str!("../packaging/clientele.toml");
+        let config = load_text(text, &[]).unwrap();
+        assert!(!config.backup.enabled);
+        assert_eq!(config.backup.retention, 7);
     }
 }

@@ -77,6 +77,18 @@ pub enum Request {
         customers: u64,
         seed: u64,
     },
+    /// Streams a backup (`clientele backup --out FILE`): the answer line is
+    /// [`Response::BackupStream`], then the backup's bytes until the server closes the
+    /// connection. `file` is the name the operator saves it under, for the audit entry.
+    Backup {
+        file: String,
+    },
+    /// Records a verification of a backup file in the trail (`clientele backup verify`).
+    BackupVerified {
+        file: String,
+        records: u64,
+        failure: Option<String>,
+    },
 }
 
 /// The server's answer.
@@ -124,6 +136,10 @@ pub enum Response {
     PoslogImported {
         files: Vec<crate::sync::inbox::FileOutcome>,
     },
+    /// The backup's bytes follow this line.
+    BackupStream,
+    /// The event was recorded in the audit trail.
+    Recorded,
     Error {
         message: String,
     },
@@ -144,14 +160,16 @@ impl ControlServer {
         }
         let listener = UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let data_dir = path.parent().map(Path::to_owned);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let store = store.clone();
+                let data_dir = data_dir.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = serve_one(stream, store).await {
+                    if let Err(err) = serve_one(stream, store, data_dir).await {
                         warn!(error = %err, "control socket request failed");
                     }
                 });
@@ -170,13 +188,22 @@ impl ControlServer {
     }
 }
 
-async fn serve_one(stream: tokio::net::UnixStream, store: Store) -> std::io::Result<()> {
+async fn serve_one(
+    stream: tokio::net::UnixStream,
+    store: Store,
+    data_dir: Option<PathBuf>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    tokio::io::BufReader::new(read.take(4096))
-        .read_line(&mut line)
-        .await?;
-    let response = match serde_json::from_str::<Request>(&line) {
+    let mut reader = tokio::io::BufReader::new(read.take(4096));
+    reader.read_line(&mut line).await?;
+    let request = serde_json::from_str::<Request>(&line);
+    if let Ok(Request::Backup { file }) = &request {
+        let read = reader.into_inner().into_inner();
+        let stream = read.reunite(write).map_err(std::io::Error::other)?;
+        return stream_backup(stream, store, file.clone(), data_dir).await;
+    }
+    let response = match request {
         Ok(request) => answer(request, store).await,
         Err(err) => Response::Error {
             message: format!("unreadable request: {err}"),
@@ -185,6 +212,97 @@ async fn serve_one(stream: tokio::net::UnixStream, store: Store) -> std::io::Res
     let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
     out.push(b'\n');
     write.write_all(&out).await
+}
+
+/// Streams a backup to the connection from a blocking thread, then records it in the trail.
+async fn stream_backup(
+    stream: tokio::net::UnixStream,
+    store: Store,
+    file: String,
+    data_dir: Option<PathBuf>,
+) -> std::io::Result<()> {
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    tokio::task::spawn_blocking(move || backup_to(&stream, &store, &file, data_dir.as_deref()))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+fn backup_to(
+    stream: &std::os::unix::net::UnixStream,
+    store: &Store,
+    file: &str,
+    data_dir: Option<&Path>,
+) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stream);
+    let key = match crate::audit::load_signing_key(store, &crate::clock::SystemRandom::new()) {
+        Ok(key) => key,
+        Err(err) => {
+            let mut line = serde_json::to_vec(&Response::Error {
+                message: format!("cannot sign the backup: {err}"),
+            })
+            .map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            return out.write_all(&line);
+        }
+    };
+    let mut line = serde_json::to_vec(&Response::BackupStream).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)?;
+    let written = store.backup(&mut out, &key).and_then(|manifest| {
+        out.flush()
+            .map_err(crate::store::backup::BackupError::Write)?;
+        Ok(manifest)
+    });
+    let message = written.as_ref().err().map(ToString::to_string);
+    let event = crate::backups::event(
+        Action::BackupCreated,
+        CLI_ACTOR,
+        file,
+        match (&written, &message) {
+            (Ok(manifest), _) => Ok(manifest.records()),
+            (Err(_), Some(message)) => Err(message.as_str()),
+            (Err(_), None) => Err("failed"),
+        },
+    );
+    if let Err(err) = crate::backups::record_blocking(store, event) {
+        warn!(error = %err, "backup not recorded in the audit trail");
+    }
+    if let Some(data_dir) = data_dir {
+        let clock = crate::clock::SystemClock;
+        let (bytes, records, result) = match &written {
+            Ok(manifest) => (
+                manifest.sections.values().map(|s| s.bytes).sum(),
+                manifest.records(),
+                "ok".to_owned(),
+            ),
+            Err(err) => (0, 0, err.to_string()),
+        };
+        crate::backups::write_status(
+            data_dir,
+            &crate::backups::LastBackup {
+                at: crate::clock::Clock::now(&clock).to_string(),
+                file: file.to_owned(),
+                bytes,
+                records,
+                result,
+                trigger: "command line".into(),
+            },
+        );
+    }
+    match written {
+        Ok(manifest) => {
+            tracing::info!(
+                records = manifest.records(),
+                "backup streamed to the control socket"
+            );
+            Ok(())
+        }
+        Err(err) => {
+            warn!(error = %err, "backup through the control socket failed");
+            Ok(())
+        }
+    }
 }
 
 /// Answers one request against an open store.
@@ -209,6 +327,27 @@ pub async fn answer(request: Request, store: Store) -> Response {
         Request::AddUser { .. } => Response::Error {
             message: "malformed request".into(),
         },
+        Request::Backup { .. } => Response::Error {
+            message: "a backup is streamed, not answered in one line".into(),
+        },
+        Request::BackupVerified {
+            file,
+            records,
+            failure,
+        } => {
+            let event = crate::backups::event(
+                Action::BackupVerified,
+                CLI_ACTOR,
+                &file,
+                failure.as_deref().map_or(Ok(records), Err),
+            );
+            match record(&store, event).await {
+                Ok(()) => Response::Recorded,
+                Err(err) => Response::Error {
+                    message: err.to_string(),
+                },
+            }
+        }
         Request::Status => Response::Status {
             version: env!("CARGO_PKG_VERSION").into(),
             keys: store.key_status(),
@@ -323,6 +462,32 @@ pub fn request(
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer).map_err(io)?;
     serde_json::from_str(&answer).map_err(|e| ControlError::Answer(e.to_string()))
+}
+
+/// Sends one request whose answer line may be followed by a stream of bytes; returns the
+/// answer and the rest of the connection.
+pub fn request_stream(
+    path: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<(Response, BufReader<UnixStream>), ControlError> {
+    let io = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut stream = UnixStream::connect(path).map_err(|_| ControlError::NotRunning {
+        path: path.to_owned(),
+    })?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_vec(request).map_err(|e| ControlError::Answer(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let mut reader = BufReader::with_capacity(1 << 20, stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).map_err(io)?;
+    let response =
+        serde_json::from_str(&answer).map_err(|e| ControlError::Answer(e.to_string()))?;
+    Ok((response, reader))
 }
 
 /// The account service for a request that creates a user.

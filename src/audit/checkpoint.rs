@@ -150,6 +150,16 @@ impl SigningKey {
     }
 }
 
+impl crate::store::backup::ManifestSigner for SigningKey {
+    fn public_key(&self) -> [u8; 32] {
+        self.public().0
+    }
+
+    fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
+}
+
 /// Whether `public` signed `message` (base64 `signature`).
 #[must_use]
 pub fn verify_signature(public: &PublicKey, message: &[u8], signature: &str) -> bool {

@@ -37,8 +37,7 @@ pub const AUDIT: Table = Table::new("audit");
 /// Signed checkpoints, keyed by the size they cover.
 pub const CHECKPOINTS: Table = Table::new("audit_checkpoints");
 /// The signing key's seed.
-const AUDIT_KEYS: Table = Table::new("audit_keys");
-const SIGNING_SEED: &[u8] = b"signing";
+use crate::store::{AUDIT_KEYS, AUDIT_SIGNING_SEED as SIGNING_SEED};
 
 /// File name of the public key, in the data folder, for officers and offline verification.
 pub const PUBLIC_KEY_FILE: &str = "audit-signing.pub";
@@ -267,6 +266,12 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<Entry, StoreError> {
         return Err(bad(format!("entry says sequence {}", entry.seq)));
     }
     Ok(entry)
+}
+
+/// The audit signing key of `store`, created the first time (blocking), for signed artefacts
+/// made outside a running trail (backups from the command line or the control socket).
+pub fn load_signing_key(store: &Store, random: &dyn Random) -> Result<SigningKey, StoreError> {
+    signing_key(store, random)
 }
 
 fn signing_key(store: &Store, random: &dyn Random) -> Result<SigningKey, StoreError> {

@@ -1,10 +1,11 @@
 //! The command line: `init`, `serve`, `doctor`, `keys`, `user`, `bench`, `audit`, `privacy`,
-//! `import` (customers, poslog), `demo`.
+//! `import` (customers, poslog), `demo`, `backup`, `restore`.
 //!
 //! Every command works without a terminal (for install scripts and cron): secrets come from
 //! files or standard input, never from arguments, and the exit code says whether it worked.
 
 pub(crate) mod audit;
+mod backup;
 mod bench;
 pub(crate) mod customers;
 mod doctor;
@@ -85,6 +86,11 @@ enum Command {
     Import(customers::ImportCommand),
     /// Fill demo stores and realistic customers (with planted duplicates), from a seed
     Demo(customers::DemoArgs),
+    /// Write a signed, still-encrypted backup while the server runs (or not), or verify one
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new or empty data folder (--data-dir), refusing a damaged file
+    /// or a wrong key, and applying the current erasure ledger
+    Restore(backup::RestoreArgs),
     /// Write the man pages or a shell's completions (used to build the packages)
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -189,6 +195,8 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             customers::run_import(&config, &key_source(cli, &config)?, command)
         }
         Command::Demo(ref args) => customers::run_demo(&config, &key_source(cli, &config)?, args),
+        Command::Backup(ref args) => backup::run(&config, || key_source(cli, &config), args),
+        Command::Restore(ref args) => backup::restore(&config, cli_key_source(cli), args),
         Command::Generate(ref args) => generate::run(args),
     }
 }

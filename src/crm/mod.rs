@@ -673,12 +673,9 @@ impl Customers {
 
     fn stripe(id: Id) -> usize {
         let bytes = id.to_bytes();
-        bytes
-            .iter()
-            .rev()
-            .take(8)
-            .fold(0usize, |acc, b| acc.wrapping_mul(31).wrapping_add(usize::from(*b)))
-            % PROFILE_LOCK_STRIPES
+        bytes.iter().rev().take(8).fold(0usize, |acc, b| {
+            acc.wrapping_mul(31).wrapping_add(usize::from(*b))
+        }) % PROFILE_LOCK_STRIPES
     }
 
     /// [`Self::update`] with the profile's lock already held.

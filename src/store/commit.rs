@@ -300,7 +300,7 @@ fn apply_group(shared: &Shared, commits: Vec<(ChangeSet, Reply)>) {
     if commits.is_empty() {
         return;
     }
-    let mut batch = sled::Batch::default();
+    let mut batch: Staged = Vec::new();
     let mut overlay: HashMap<Vec<u8>, bool> = HashMap::new();
     let mut new_subjects: Vec<(Id, Zeroizing<[u8; 32]>)> = Vec::new();
     let mut outcomes: Vec<(Result<(), StoreError>, Reply)> = Vec::with_capacity(commits.len());
@@ -322,13 +322,8 @@ fn apply_group(shared: &Shared, commits: Vec<(ChangeSet, Reply)>) {
             track,
         )
         .map(|ops| {
-            for (key, value) in ops {
-                staged_any = true;
-                match value {
-                    Some(v) => batch.insert(key, v),
-                    None => batch.remove(key),
-                }
-            }
+            staged_any |= !ops.is_empty();
+            batch.extend(ops);
         });
         outcomes.push((outcome, reply));
     }
@@ -358,7 +353,7 @@ fn apply_group(shared: &Shared, commits: Vec<(ChangeSet, Reply)>) {
 
 fn write_batch(
     shared: &Shared,
-    batch: sled::Batch,
+    batch: Staged,
     new_subjects: Vec<(Id, Zeroizing<[u8; 32]>)>,
 ) -> Result<(), StoreError> {
     if !new_subjects.is_empty() {
@@ -369,13 +364,32 @@ fn write_batch(
             shared.random.as_ref(),
         )?;
     }
-    shared.data.apply_batch(batch).map_err(StoreError::from)?;
-    shared.db.flush().map_err(StoreError::from)?;
+    apply_tapped(shared, batch)
+}
+
+/// Applies a batch and flushes it, copying its operations into the redo section of a running
+/// backup. The redo lock is held across both, so a backup ends either before or after a
+/// durable batch.
+fn apply_tapped(shared: &Shared, ops: Staged) -> Result<(), StoreError> {
+    let mut redo = super::lock(&shared.redo);
+    let copy = redo.is_some().then(|| ops.clone());
+    let mut batch = sled::Batch::default();
+    for (key, value) in ops {
+        match value {
+            Some(v) => batch.insert(key, v),
+            None => batch.remove(key),
+        }
+    }
+    shared.data.apply_batch(batch)?;
+    shared.db.flush()?;
+    if let (Some(redo), Some(copy)) = (redo.as_mut(), copy) {
+        redo.extend(copy);
+    }
     Ok(())
 }
 
 /// One staged write: store key and sealed value, or `None` for a removal.
-type StagedOp = (Vec<u8>, Option<Vec<u8>>);
+pub(super) type StagedOp = (Vec<u8>, Option<Vec<u8>>);
 type Staged = Vec<StagedOp>;
 
 /// Pending presence of keys staged earlier in the group (true: written, false: deleted).
@@ -600,12 +614,11 @@ fn subject_key(
 /// Adds a data-key term, durably, then makes it current and wakes the rewriter.
 fn rotate(shared: &Shared) -> Result<u32, StoreError> {
     let (term, bytes, records) = shared.keyring.prepare_term(shared.random.as_ref())?;
-    let mut batch = sled::Batch::default();
-    for record in records {
-        batch.insert(KEYRING.store_key(&record.key), record.sealed);
-    }
-    shared.data.apply_batch(batch)?;
-    shared.db.flush()?;
+    let ops: Staged = records
+        .into_iter()
+        .map(|record| (KEYRING.store_key(&record.key), Some(record.sealed)))
+        .collect();
+    apply_tapped(shared, ops)?;
     shared.keyring.install_term(term, &bytes)?;
     shared.wake_rewriter();
     info!(

@@ -301,6 +301,28 @@ pub fn keyring_store_key(key: &[u8]) -> Vec<u8> {
     KEYRING.store_key(key)
 }
 
+/// Re-seals every keyring record (key within the table, sealed value) from the `old` master
+/// key to the `new` one, for `keys rewrap`; the data-key terms inside stay the same.
+pub fn reseal_records(
+    old: &SealKey,
+    new: &SealKey,
+    raw: &[(Vec<u8>, Vec<u8>)],
+    random: &dyn Random,
+) -> Result<Vec<KeyringRecord>, StoreError> {
+    raw.iter()
+        .map(|(key, sealed)| {
+            let plain = Zeroizing::new(open_record(old, key, sealed).map_err(|_| {
+                StoreError::Integrity {
+                    table: KEYRING.name().into(),
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reason: "keyring record does not open under the current master key".into(),
+                }
+            })?);
+            seal_record(new, key, &plain, random)
+        })
+        .collect()
+}
+
 fn seal_record(
     master: &SealKey,
     key: &[u8],

@@ -9,6 +9,9 @@
 //! keys/erasures.ledger every erased subject, re-applied at every open
 //! ```
 //!
+//! Backups (`backup`) copy the sealed values as stored, with a redo section for the writes
+//! committed while they stream; `rewrap` changes the master key without rewriting data.
+//!
 //! Invariants:
 //! - every value in `data` is sealed (see `seal`); keys are table prefix + opaque id or blind
 //!   index, never plaintext personal data;
@@ -16,11 +19,13 @@
 //! - every write goes through [`Store::commit`] and the committer thread (see `commit`);
 //! - a failed open is a typed error, never garbage.
 
+pub mod backup;
 mod commit;
 pub mod files;
 mod keyring;
 pub mod master;
 pub mod migrate;
+pub mod rewrap;
 mod rewrite;
 pub mod seal;
 mod subjects;
@@ -220,6 +225,19 @@ struct Shared {
     log_heads: Mutex<std::collections::HashMap<&'static str, LogHead>>,
     /// Set when the store is being closed; background work stops at its next step.
     closing: std::sync::atomic::AtomicBool,
+    /// While a backup streams: every write applied since it started, in order (its redo
+    /// section). Held across each batch, so a batch is either wholly in it or wholly after it.
+    redo: Mutex<Option<Vec<backup::RedoOp>>>,
+    /// Where the files beside the database are.
+    paths: StorePaths,
+}
+
+/// The files of a store beside the sled database.
+#[derive(Debug, Clone)]
+pub(crate) struct StorePaths {
+    pub db_dir: PathBuf,
+    pub keystore: PathBuf,
+    pub erasure_ledger: PathBuf,
 }
 
 impl Shared {
@@ -444,7 +462,21 @@ impl Store {
         clock: Arc<dyn Clock>,
         random: Arc<dyn Random>,
     ) -> Result<Self, StoreError> {
+        Self::open_with(options, source, clock, random, migrate::MIGRATIONS)
+    }
+
+    /// [`Store::open`] with a given list of migrations. When a migration is pending, the
+    /// store is first opened as it is and backed up into `backups/` beside the database (see
+    /// [`backup::before_migration`]); a failed backup stops the migration.
+    pub(crate) fn open_with(
+        options: &StoreOptions,
+        source: &MasterKeySource,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        migrations: &[migrate::Migration],
+    ) -> Result<Self, StoreError> {
         migrate::recover(&options.db_dir)?;
+        rewrap::recover(options)?;
         if !options.db_dir.join("conf").exists() {
             return Err(StoreError::NotInitialised {
                 path: options.db_dir.clone(),
@@ -453,6 +485,45 @@ impl Store {
         // The key is checked before sled opens anything, so a wrong key changes no byte.
         let master =
             KeyCheck::read(&keycheck_path(&options.db_dir))?.verify(source, &options.db_dir)?;
+        Self::open_inner(options, &master, clock, random, Some(migrations))
+    }
+
+    /// Backs up the store as it is (when a step is pending), then runs the migrations.
+    fn migrate(
+        options: &StoreOptions,
+        master: &MasterKey,
+        clock: &Arc<dyn Clock>,
+        random: &Arc<dyn Random>,
+        version: u32,
+        migrations: &[migrate::Migration],
+    ) -> Result<(), StoreError> {
+        if !migrations.is_empty() {
+            let current =
+                Self::open_inner(options, master, Arc::clone(clock), Arc::clone(random), None)?;
+            backup::before_migration(&current, version).map_err(|err| StoreError::Migration {
+                from: version,
+                to: SCHEMA_VERSION,
+                name: "backup before migrating",
+                reason: err.to_string(),
+            })?;
+        }
+        migrate::upgrade(
+            &options.db_dir,
+            version,
+            SCHEMA_VERSION,
+            migrations,
+            options.cache_mib,
+        )
+    }
+
+    /// Opens the store with a master key already proven against its key check.
+    fn open_inner(
+        options: &StoreOptions,
+        master: &MasterKey,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        migrations: Option<&[migrate::Migration]>,
+    ) -> Result<Self, StoreError> {
         let db = open_sled(&options.db_dir, options.cache_mib)?;
         let meta = db.open_tree("meta")?;
         let version = schema_version(&meta, &options.db_dir)?;
@@ -470,16 +541,10 @@ impl Store {
             .map(|(k, v)| (k[KEYRING.prefix().len()..].to_vec(), v.to_vec()));
         let (keyring, rewrite_cursor) = Keyring::load(master.bytes(), raw, &options.db_dir)?;
 
-        let (db, data) = if version < SCHEMA_VERSION {
+        let (db, data) = if let Some(migrations) = migrations.filter(|_| version < SCHEMA_VERSION) {
             drop((meta, data));
             drop(db);
-            migrate::upgrade(
-                &options.db_dir,
-                version,
-                SCHEMA_VERSION,
-                migrate::MIGRATIONS,
-                options.cache_mib,
-            )?;
+            Self::migrate(options, master, &clock, &random, version, migrations)?;
             let db = open_sled(&options.db_dir, options.cache_mib)?;
             let data = db.open_tree("data")?;
             (db, data)
@@ -506,6 +571,12 @@ impl Store {
             rewriter: Mutex::new(None),
             log_heads: Mutex::new(std::collections::HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
+            redo: Mutex::new(None),
+            paths: StorePaths {
+                db_dir: options.db_dir.clone(),
+                keystore: options.keystore.clone(),
+                erasure_ledger: options.erasure_ledger.clone(),
+            },
         });
 
         let (queue_tx, queue_rx) = mpsc::channel();
@@ -793,7 +864,7 @@ impl Store {
 
 /// Salt and cost of a passphrase-derived master key.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
-struct KdfRecord {
+pub(crate) struct KdfRecord {
     salt: String,
     params: KdfParams,
 }
@@ -802,7 +873,7 @@ struct KdfRecord {
 /// and a value sealed under the master key. Read before sled is opened, so a wrong key or
 /// passphrase is refused without touching the database.
 #[derive(Debug, Serialize, serde::Deserialize)]
-struct KeyCheck {
+pub(crate) struct KeyCheck {
     format: u32,
     kdf: Option<KdfRecord>,
     check: String,
@@ -811,14 +882,14 @@ struct KeyCheck {
 const KEYCHECK_AAD: &[u8] = b"clientele/keycheck";
 const KEYCHECK_TEXT: &[u8] = b"clientele master key check v1";
 
-fn keycheck_path(db_dir: &Path) -> PathBuf {
+pub(crate) fn keycheck_path(db_dir: &Path) -> PathBuf {
     let mut name = db_dir.file_name().unwrap_or_default().to_os_string();
     name.push(".keycheck");
     db_dir.with_file_name(name)
 }
 
 impl KeyCheck {
-    fn create(
+    pub(crate) fn create(
         master: &MasterKey,
         kdf: Option<KdfRecord>,
         random: &dyn Random,
@@ -832,7 +903,7 @@ impl KeyCheck {
         })
     }
 
-    fn write(&self, path: &Path) -> Result<(), StoreError> {
+    pub(crate) fn write(&self, path: &Path) -> Result<(), StoreError> {
         let bytes =
             serde_json::to_vec_pretty(self).map_err(|e| StoreError::Decode(e.to_string()))?;
         files::write_atomic(path, &bytes, 0o600).map_err(|source| StoreError::Io {
@@ -841,7 +912,7 @@ impl KeyCheck {
         })
     }
 
-    fn read(path: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn read(path: &Path) -> Result<Self, StoreError> {
         let bytes = std::fs::read(path).map_err(|source| StoreError::Io {
             path: path.to_owned(),
             source,
@@ -854,7 +925,11 @@ impl KeyCheck {
     }
 
     /// Derives the master key from `source` and proves it is the store's key.
-    fn verify(&self, source: &MasterKeySource, db_dir: &Path) -> Result<MasterKey, StoreError> {
+    pub(crate) fn verify(
+        &self,
+        source: &MasterKeySource,
+        db_dir: &Path,
+    ) -> Result<MasterKey, StoreError> {
         let master = match (source, &self.kdf) {
             (MasterKeySource::File(path), None) => MasterKey::read_file(path, true)?,
             (MasterKeySource::Credential(path), None) => MasterKey::read_file(path, false)?,
@@ -896,6 +971,12 @@ impl KeyCheck {
         Ok(master)
     }
 }
+
+/// The table of the audit signing key (owned by the audit trail; the store reads it only to
+/// sign its own backup before a migration).
+pub const AUDIT_KEYS: Table = Table::new("audit_keys");
+/// The key of the audit signing seed in [`AUDIT_KEYS`].
+pub const AUDIT_SIGNING_SEED: &[u8] = b"signing";
 
 fn schema_version(meta: &sled::Tree, path: &Path) -> Result<u32, StoreError> {
     let raw = meta

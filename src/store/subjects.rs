@@ -195,6 +195,17 @@ impl SubjectKeys {
     }
 
     fn rewrite(&self, master: &SealKey, random: &dyn Random) -> Result<(), StoreError> {
+        self.write_sealed(&self.path, master, random)
+    }
+
+    /// Writes every key, sealed under `master`, to `path` (atomically); `keys rewrap` uses it
+    /// to prepare the keystore under a new master key beside the current one.
+    pub fn write_sealed(
+        &self,
+        path: &Path,
+        master: &SealKey,
+        random: &dyn Random,
+    ) -> Result<(), StoreError> {
         let mut out = Vec::with_capacity(MAGIC.len() + self.keys.len() * RECORD_LEN);
         out.extend_from_slice(MAGIC);
         for (id, key) in &self.keys {
@@ -207,7 +218,7 @@ impl SubjectKeys {
                 random,
             )?);
         }
-        files::write_atomic(&self.path, &out, 0o600).map_err(|e| io_error(&self.path, e))
+        files::write_atomic(path, &out, 0o600).map_err(|e| io_error(path, e))
     }
 }
 

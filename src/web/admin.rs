@@ -51,6 +51,9 @@ fn parse_id(text: &str) -> Result<Id, WebError> {
 struct UsersPage {
     shell: Shell,
     users: Vec<User>,
+    /// The last backup (scheduled or by hand), from the status file in the data folder.
+    last_backup: Option<crate::backups::LastBackup>,
+    backups_scheduled: bool,
 }
 
 /// `GET /admin/users`.
@@ -59,6 +62,8 @@ pub async fn users(state: web::Data<AppState>, who: SignedIn) -> Result<HttpResp
         &UsersPage {
             shell: Shell::signed_in(&who, "Users", "/admin/users"),
             users: state.accounts.list()?,
+            last_backup: crate::backups::read_status(&state.config.data_dir),
+            backups_scheduled: state.config.backup.enabled,
         },
         StatusCode::OK,
     )

@@ -2,6 +2,7 @@
 //!
 //! - `bench store` ([`store`]) puts the encrypted store next to raw sled on the same machine,
 //!   then measures start-up and idle memory of `clientele serve` ([`startup`]).
+//! - `bench backup` ([`backup`]) times a backup, its verification and a restore in MB/s.
 //! - `bench web` ([`web`]) loads a started server over HTTPS: a static file against a signed-in
 //!   page, then page latency while sign-ins flood the Argon2 pool.
 //!
@@ -18,6 +19,7 @@
 //! run them on an otherwise idle appliance.
 
 mod audit;
+mod backup;
 mod ingest;
 mod startup;
 mod store;
@@ -51,6 +53,8 @@ pub enum BenchCommand {
     /// Sales ingest: `POSLog` files and JSON batches (transactions per second), and availability
     /// latency while sales go in
     Ingest(ingest::IngestBenchArgs),
+    /// Backup, verification and restore throughput (MB/s) on N records
+    Backup(backup::BackupBenchArgs),
 }
 
 pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
@@ -59,6 +63,7 @@ pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
         BenchCommand::Web(args) => web::bench_web(args),
         BenchCommand::Audit(args) => audit::bench_audit(args),
         BenchCommand::Ingest(args) => ingest::bench_ingest(args),
+        BenchCommand::Backup(args) => backup::bench_backup(args),
     }
 }
 
