@@ -155,5 +155,9 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("ingest:erp", "push ERP stock and orders"),
     ("ingest:rfid", "push RFID and EPCIS events"),
     ("read:customers", "read customer profiles"),
+    (
+        "write:customers",
+        "create, change and merge customer profiles, record consents",
+    ),
     ("read:locations", "read stores and warehouses"),
 ];
