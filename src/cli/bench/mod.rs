@@ -2,6 +2,8 @@
 //!
 //! - `bench store` ([`store`]) puts the encrypted store next to raw sled on the same machine,
 //!   then measures start-up and idle memory of `clientele serve` ([`startup`]).
+//! - `bench customers` ([`customers`]) imports the demo population and measures the search
+//!   index, searches, the customer page and the server's memory at that size.
 //! - `bench web` ([`web`]) loads a started server over HTTPS: a static file against a signed-in
 //!   page, then page latency while sign-ins flood the Argon2 pool.
 //!
@@ -15,6 +17,7 @@
 //! run them on an otherwise idle appliance.
 
 mod audit;
+mod customers;
 mod startup;
 mod store;
 mod web;
@@ -44,6 +47,9 @@ pub enum BenchCommand {
     /// Audit trail: write cost of an entry, compliance-page queries over the index, export and
     /// offline verification
     Audit(audit::AuditBenchArgs),
+    /// Customers at size: CSV import rate against raw sled, search index build, search and
+    /// customer-page latency, resident memory of the server
+    Customers(customers::CustomersBenchArgs),
 }
 
 pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
@@ -51,6 +57,7 @@ pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
         BenchCommand::Store(args) => store::bench_store(args),
         BenchCommand::Web(args) => web::bench_web(args),
         BenchCommand::Audit(args) => audit::bench_audit(args),
+        BenchCommand::Customers(args) => customers::bench_customers(args),
     }
 }
 
