@@ -629,7 +629,11 @@ impl Store {
         self.shared()
             .data
             .range(start.clone()..)
-            .filter(move |entry| entry.as_ref().map_or(true, |(key, _)| key.as_ref() != start.as_slice()))
+            .filter(move |entry| {
+                entry
+                    .as_ref()
+                    .map_or(true, |(key, _)| key.as_ref() != start.as_slice())
+            })
             .take_while(move |entry| {
                 entry
                     .as_ref()

@@ -136,7 +136,10 @@ pub async fn create(
         .await
         .map_err(api_error)?;
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/v1/customers/{}", created.id)))
+        .insert_header((
+            header::LOCATION,
+            format!("/api/v1/customers/{}", created.id),
+        ))
         .json(created))
 }
 
@@ -490,7 +493,9 @@ pub async fn upsert_external(
     let (source, external) = path.into_inner();
     let identity = external_identity(&source, &external)?;
     let Identity::External(path_id) = identity.clone() else {
-        return Err(WebError::Internal("an external identity was expected".into()));
+        return Err(WebError::Internal(
+            "an external identity was expected".into(),
+        ));
     };
     let input: CustomerInput = parse_body(&body)?;
     check_store(&state, &input)?;

@@ -117,8 +117,7 @@ pub async fn error_pages(
         .as_error::<super::error::WebError>()
         .map(super::error::WebError::fields)
         .unwrap_or_default();
-    let mut body =
-        super::error::render(status, code, &message, &request_id, wants_json, &fields);
+    let mut body = super::error::render(status, code, &message, &request_id, wants_json, &fields);
     for name in [
         header::RETRY_AFTER,
         header::WWW_AUTHENTICATE,
