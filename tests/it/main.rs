@@ -14,6 +14,7 @@ mod cli;
 mod crash;
 mod crm;
 mod customers;
+mod customers_api;
 mod https;
 mod service;
 mod store;
