@@ -94,8 +94,9 @@ impl Customer {
     }
 }
 
-/// A postal address.
+/// A postal address. Parts left out are empty (API clients send only what they have).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Address {
     pub line1: String,
     pub line2: String,

@@ -65,10 +65,16 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, WebError> {
             let field = if path == "." { "body".to_owned() } else { path };
             let inner = err.into_inner();
             // serde_json's own message says what was expected, never the value sent.
+            let text = inner.to_string();
+            // The position in the body helps nobody once the field is named.
+            let text = text
+                .rsplit_once(" at line ")
+                .map_or(text.as_str(), |(message, _)| message)
+                .to_owned();
             let message = if inner.is_syntax() || inner.is_eof() {
-                format!("is not valid JSON ({inner})")
+                format!("is not valid JSON ({text})")
             } else {
-                inner.to_string()
+                text
             };
             Err(invalid(&field, message))
         }

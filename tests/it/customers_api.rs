@@ -343,7 +343,10 @@ async fn a_phone_typed_with_spaces_and_a_leading_zero_finds_the_customer() {
     assert_eq!(missing["error"]["code"], "not_found");
     let (status, both) = send(
         api.get(app.url("/api/v1/customers/lookup"))
-            .query(&[("phone", "020 7946 0018"), ("email", "ada.lovelace@example.com")])
+            .query(&[
+                ("phone", "020 7946 0018"),
+                ("email", "ada.lovelace@example.com"),
+            ])
             .bearer_auth(&secret),
     )
     .await;
@@ -388,7 +391,10 @@ async fn invalid_bodies_get_422_naming_each_field_and_nothing_is_written() {
         "addresses[0].country",
         "preferred_channel",
     ] {
-        assert!(fields.contains(&expected), "{expected} missing in {fields:?}");
+        assert!(
+            fields.contains(&expected),
+            "{expected} missing in {fields:?}"
+        );
     }
     for f in refused["error"]["fields"].as_array().unwrap() {
         assert!(!f["message"].as_str().unwrap().is_empty());
@@ -468,7 +474,12 @@ async fn invalid_bodies_get_422_naming_each_field_and_nothing_is_written() {
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert!(taken["error"]["message"].as_str().unwrap().contains("email"));
+    assert!(
+        taken["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("email")
+    );
     app.stop().await;
 }
 
@@ -528,7 +539,12 @@ async fn two_customers_are_merged_through_the_api() {
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert!(gone["error"]["message"].as_str().unwrap().contains(survivor));
+    assert!(
+        gone["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(survivor)
+    );
     let (_, found) = send(
         api.get(app.url("/api/v1/customers/lookup"))
             .query(&[("email", "countess@example.com")])
@@ -685,7 +701,11 @@ async fn the_csv_export_is_for_managers_and_audited() {
         .collect();
     assert_eq!(exported.len(), 1);
     assert_eq!(exported[0].actor_name, "boss");
-    assert!(exported[0].reason.starts_with("1 customers"), "{}", exported[0].reason);
+    assert!(
+        exported[0].reason.starts_with("1 customers"),
+        "{}",
+        exported[0].reason
+    );
     app.stop().await;
 }
 
