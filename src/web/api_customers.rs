@@ -167,21 +167,38 @@ pub async fn read(
     Ok(HttpResponse::Ok().json(customer))
 }
 
-/// The fields of a `PATCH`: those present replace the profile's, lists as a whole.
+/// The fields of a `PATCH`: those present replace the profile's, lists as a whole; `null`
+/// clears a single value (birthday, preferred channel, preferred store).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Absent keeps, `null` clears, a value sets: three states a plain `Option` cannot tell apart.
+#[allow(clippy::option_option)]
 pub struct CustomerPatch {
     given_name: Option<String>,
     family_name: Option<String>,
     emails: Option<Vec<String>>,
     phones: Option<Vec<String>>,
     addresses: Option<Vec<Address>>,
+    #[serde(default, deserialize_with = "present")]
     birthday: Option<Option<String>>,
     loyalty_ids: Option<Vec<String>>,
     external_ids: Option<Vec<ExternalId>>,
     tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     preferred_channel: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
     preferred_store: Option<Option<Id>>,
+}
+
+/// A field that is present, `null` included (`Some(None)`); absent fields stay `None` through
+/// `#[serde(default)]`.
+#[allow(clippy::option_option)] // see `CustomerPatch`
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 impl CustomerPatch {

@@ -49,12 +49,11 @@ impl WebError {
             Self::NotFound => "not_found",
             Self::BadRequest(_) => "bad_request",
             Self::Invalid { .. } | Self::InvalidFields(_) => "invalid",
-            Self::Conflict(_) => "conflict",
             Self::TooLarge(_) => "payload_too_large",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::TooManyRequests { .. } => "too_many_requests",
-            Self::Store(StoreError::Conflict { .. }) => "conflict",
+            Self::Conflict(_) | Self::Store(StoreError::Conflict { .. }) => "conflict",
             Self::Store(_) | Self::Internal(_) => "internal",
         }
     }
@@ -79,12 +78,11 @@ impl ResponseError for WebError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Invalid { .. } | Self::InvalidFields(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
             Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -113,8 +113,7 @@ async fn a_scoped_token_creates_reads_changes_lists_and_searches_customers() {
     assert_eq!(patched["emails"][0], "ada.lovelace@example.com");
     let updated = entries(&app)
         .into_iter()
-        .filter(|e| e.action == "customer.updated")
-        .last()
+        .rfind(|e| e.action == "customer.updated")
         .unwrap();
     assert_eq!(updated.fields, ["family_name", "tags"]);
 
@@ -558,16 +557,14 @@ async fn two_customers_are_merged_through_the_api() {
 /// A multipart body as a browser sends the import form.
 fn upload_body(csrf: Option<&str>, csv: &str) -> (String, Vec<u8>) {
     let boundary = "----clienteletest7MA4YWxkTrZu0gW";
-    let mut body = String::new();
-    if let Some(csrf) = csrf {
-        body.push_str(&format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n"
-        ));
-    }
-    body.push_str(&format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"customers.csv\"\r\n\
+    let csrf_part = csrf.map_or_else(String::new, |csrf| {
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n")
+    });
+    let body = csrf_part
+        + &(format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"customers.csv\"\r\n\
          Content-Type: text/csv\r\n\r\n{csv}\r\n--{boundary}--\r\n"
-    ));
+        ));
     (
         format!("multipart/form-data; boundary={boundary}"),
         body.into_bytes(),

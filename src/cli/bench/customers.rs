@@ -320,7 +320,7 @@ fn csv_row(row: &ImportRow) -> Vec<String> {
     ]
 }
 
-fn crm_failed(err: crate::crm::CrmError) -> CliError {
+fn crm_failed(err: &crate::crm::CrmError) -> CliError {
     CliError::Other(format!(
         "the customer service failed during the benchmark: {err}"
     ))
@@ -382,7 +382,9 @@ fn time_searches(
             continue;
         };
         let start = Instant::now();
-        let hits = customers.search(&query, SEARCH_LIMIT).map_err(crm_failed)?;
+        let hits = customers
+            .search(&query, SEARCH_LIMIT)
+            .map_err(|e| crm_failed(&e))?;
         let took = start.elapsed();
         if exact {
             let expected = row
@@ -391,7 +393,7 @@ fn time_searches(
                 .first()
                 .map(|l| customers.find(&Identity::Loyalty(l.clone())))
                 .transpose()
-                .map_err(crm_failed)?
+                .map_err(|e| crm_failed(&e))?
                 .flatten();
             if hits.first().map(|h| h.id) != expected {
                 misses[kind] += 1;
@@ -423,7 +425,7 @@ fn sample_ids(customers: &Customers, args: &CustomersBenchArgs) -> Result<Vec<St
         if let Some(loyalty) = row.profile.loyalty_ids.first()
             && let Some(id) = customers
                 .find(&Identity::Loyalty(loyalty.clone()))
-                .map_err(crm_failed)?
+                .map_err(|e| crm_failed(&e))?
         {
             ids.push(id.to_string());
         }
@@ -518,6 +520,7 @@ impl Report {
     }
 }
 
+#[allow(clippy::too_many_lines)] // one row of the table after another, in print order
 fn print_table(args: &CustomersBenchArgs, report: &Report) {
     let Report {
         raw,
