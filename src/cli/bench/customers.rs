@@ -479,7 +479,15 @@ fn serve(
     }
     pages.sort_unstable();
     let ready = server.healthy;
-    server.stop()?;
+    // The figures are taken; a slow stop is reported, not a reason to lose them.
+    let started = Instant::now();
+    match server.stop() {
+        Ok(took) => progress(&format!("server stopped in {:.1} s", took.as_secs_f64())),
+        Err(err) => progress(&format!(
+            "warning: {err} (after {:.1} s)",
+            started.elapsed().as_secs_f64()
+        )),
+    }
     Ok(ServedFigures {
         ready,
         rss_kib,
