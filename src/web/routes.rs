@@ -89,9 +89,9 @@ pub fn table() -> Vec<Endpoint> {
         endpoint!(POST "/customers/merges/{id}/undo", Staff(MERGERS), "Undo a merge", super::duplicates::undo),
         // Customer files and the customers API. Fixed paths (`import`, `export.csv`, `lookup`,
         // `merge`) come before `{id}`, which would otherwise take them.
-        endpoint!(GET "/customers/import", Staff(MERGERS), "Customer import form", customer_files::import_form),
-        endpoint!(POST "/customers/import", Staff(MERGERS), "Import customers from a CSV file, all or nothing", customer_files::import),
-        endpoint!(GET "/customers/export.csv", Staff(MERGERS), "Every customer as CSV (audited)", customer_files::export),
+        endpoint!(GET "/customers/import", Staff(customers::FILE_MANAGERS), "Customer import form", customer_files::import_form),
+        endpoint!(POST "/customers/import", Staff(customers::FILE_MANAGERS), "Import customers from a CSV file, all or nothing", customer_files::import),
+        endpoint!(GET "/customers/export.csv", Staff(customers::FILE_MANAGERS), "Every customer as CSV (audited)", customer_files::export),
         endpoint!(GET "/api/v1/customers", Api { roles: ANY_ROLE, scope: "read:customers" }, "List customers in id order, or search them with q (audited)", api_customers::list),
         endpoint!(POST "/api/v1/customers", Api { roles: customers::EDITORS, scope: "write:customers" }, "Create a customer", api_customers::create),
         endpoint!(GET "/api/v1/customers/lookup", Api { roles: ANY_ROLE, scope: "read:customers" }, "The customer holding one email, phone, loyalty id or external id (audited)", api_customers::lookup),
