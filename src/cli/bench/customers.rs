@@ -518,6 +518,8 @@ fn serve(
         }
     }
     pages.sort_unstable();
+    // An open keep-alive connection would hold the server's graceful stop to its timeout.
+    drop(connection);
     let ready = server.healthy;
     // The figures are taken; a slow stop is reported, not a reason to lose them.
     let started = Instant::now();
