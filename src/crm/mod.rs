@@ -590,6 +590,35 @@ impl Customers {
         Ok(hits)
     }
 
+    /// Up to `limit` live customers in id order after `after`, and whether more follow: the
+    /// API's walk through every customer. Erased and merged-away profiles are left out. Not
+    /// audited by itself: callers record the read.
+    pub fn list_after(
+        &self,
+        after: Option<Id>,
+        limit: usize,
+    ) -> Result<(Vec<Customer>, bool), CrmError> {
+        let after: Vec<u8> = after.map(|id| id.to_bytes().to_vec()).unwrap_or_default();
+        let mut page = Vec::with_capacity(limit.min(256));
+        for item in self.inner.store.scan_after(CUSTOMERS, &after) {
+            let bytes = match item {
+                Ok((_, bytes)) => bytes,
+                Err(StoreError::Erased) => continue,
+                Err(err) => return Err(err.into()),
+            };
+            let customer: Customer = serde_json::from_slice(&bytes)
+                .map_err(|err| StoreError::Decode(format!("customers: {err}")))?;
+            if customer.merged_into.is_some() {
+                continue;
+            }
+            if page.len() == limit {
+                return Ok((page, true));
+            }
+            page.push(customer);
+        }
+        Ok((page, false))
+    }
+
     /// Creates a customer; every identity must be new.
     pub async fn create(
         &self,

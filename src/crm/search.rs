@@ -140,13 +140,14 @@ impl SearchIndex {
             .enumerate()
             .min_by_key(|(_, m)| docs_of(m))
             .unwrap_or((0, &per_word[0]));
-        let mut scored: HashMap<u32, Match> = HashMap::new();
-        for (&t, &how) in &per_word[first] {
-            for &d in &self.postings[t as usize].1 {
-                let best = scored.entry(d).or_insert(how);
-                *best = (*best).min(how);
-            }
-        }
+        // Every document of the first word's matches, best match first per document: a sort
+        // of plain pairs is cheaper than a hash map when a short prefix matches many people.
+        let mut scored: Vec<(u32, Match)> = per_word[first]
+            .iter()
+            .flat_map(|(&t, &how)| self.postings[t as usize].1.iter().map(move |&d| (d, how)))
+            .collect();
+        scored.sort_unstable();
+        scored.dedup_by_key(|(d, _)| *d);
         let mut hits: Vec<(Match, u32)> = scored
             .into_iter()
             .filter_map(|(d, how)| {
@@ -162,13 +163,23 @@ impl SearchIndex {
                 Some((worst, d))
             })
             .collect();
-        hits.sort_unstable_by(|a, b| {
+        let rank = |a: &(Match, u32), b: &(Match, u32)| {
             a.0.cmp(&b.0).then_with(|| {
                 self.docs[a.1 as usize]
                     .name
                     .cmp(&self.docs[b.1 as usize].name)
             })
-        });
+        };
+        // Only the first `limit` are shown: pick them in linear time, then sort just those.
+        let keep = limit.min(MAX_HITS);
+        if keep == 0 {
+            return Vec::new();
+        }
+        if hits.len() > keep {
+            hits.select_nth_unstable_by(keep - 1, rank);
+            hits.truncate(keep);
+        }
+        hits.sort_unstable_by(rank);
         hits.into_iter()
             .take(limit.min(MAX_HITS))
             .map(|(matched, d)| {

@@ -156,6 +156,10 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("ingest:rfid", "push RFID and EPCIS events"),
     ("read:customers", "read customer profiles"),
     ("read:inventory", "read products and stock availability"),
+    (
+        "write:customers",
+        "create, change and merge customer profiles, record consents",
+    ),
     ("read:locations", "read stores and warehouses"),
     ("write:catalog", "create and change products"),
 ];

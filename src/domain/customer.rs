@@ -94,8 +94,9 @@ impl Customer {
     }
 }
 
-/// A postal address.
+/// A postal address. Parts left out are empty (API clients send only what they have).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Address {
     pub line1: String,
     pub line2: String,
@@ -302,7 +303,14 @@ pub fn normalise_phone(
     if typed.is_empty() || typed.len() > 40 {
         return Err(field_error(field, "is not a phone number"));
     }
-    let country = default_country.parse::<phonenumber::country::Id>().ok();
+    // An international number is read without the default country: given one, the phone
+    // library strips that country's national prefix from it (US `1`: +49 151... became
+    // +49 51...).
+    let country = if typed.starts_with('+') {
+        None
+    } else {
+        default_country.parse::<phonenumber::country::Id>().ok()
+    };
     let number = phonenumber::parse(country, typed).map_err(|_| {
         field_error(
             field,
@@ -377,6 +385,15 @@ mod tests {
                 normalise_phone("phone", typed, "GB").unwrap(),
                 "+442079460018",
                 "{typed}"
+            );
+        }
+        // An international number keeps every digit whatever the default country (the US
+        // national prefix `1` once ate the first digit of German mobiles).
+        for country in ["US", "GB", "DE"] {
+            assert_eq!(
+                normalise_phone("phone", "+49 151 75555190", country).unwrap(),
+                "+4915175555190",
+                "{country}"
             );
         }
         assert!(normalise_phone("phone", "12", "GB").is_err());

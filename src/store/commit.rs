@@ -593,7 +593,8 @@ fn subject_key(
     id: Id,
     new_subjects: &mut Vec<(Id, Zeroizing<[u8; 32]>)>,
 ) -> Result<seal::SealKey, StoreError> {
-    if let Some((_, bytes)) = new_subjects.iter().find(|(new, _)| *new == id) {
+    // The newest first: a customer's records are staged together, right after its key.
+    if let Some((_, bytes)) = new_subjects.iter().rev().find(|(new, _)| *new == id) {
         return seal::SealKey::new(bytes);
     }
     {

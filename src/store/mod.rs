@@ -687,6 +687,36 @@ impl Store {
             })
     }
 
+    /// Opens the records of `table` whose keys come after `after` (all when empty), in key
+    /// order: a page of a long table without opening what came before it.
+    pub fn scan_after(
+        &self,
+        table: Table,
+        after: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Zeroizing<Vec<u8>>), StoreError>> + '_ {
+        let table_prefix = table.prefix();
+        let table_len = table_prefix.len();
+        let start = table.store_key(after);
+        self.shared()
+            .data
+            .range(start.clone()..)
+            .filter(move |entry| {
+                entry
+                    .as_ref()
+                    .map_or(true, |(key, _)| key.as_ref() != start.as_slice())
+            })
+            .take_while(move |entry| {
+                entry
+                    .as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(&table_prefix))
+            })
+            .map(move |entry| {
+                let (store_key, raw) = entry?;
+                let plain = self.shared().open_raw(&store_key, &raw)?;
+                Ok((store_key[table_len..].to_vec(), Zeroizing::new(plain)))
+            })
+    }
+
     /// Opens and decodes every JSON record of `table`, with its key, in key order.
     pub fn scan_json<T: DeserializeOwned>(
         &self,

@@ -26,6 +26,9 @@ use super::guard::{SignedIn, redirect};
 use super::shell::Shell;
 use super::signin::render;
 
+/// Roles that may import and export customer files.
+pub const FILE_MANAGERS: &[Role] = &[Role::Manager, Role::Admin];
+
 /// Roles that may create and change customers, consents and notes.
 pub const EDITORS: &[Role] = &[Role::Associate, Role::Manager, Role::Admin];
 
@@ -129,6 +132,7 @@ impl HitRow {
 
 #[derive(Debug, Template)]
 #[template(path = "customers/search.html")]
+#[allow(clippy::struct_excessive_bools)] // a view model: each flag is one switch of the template
 struct SearchPage {
     shell: Shell,
     /// The counter look-up view: the box is focused on load, results take the arrow keys.
@@ -138,6 +142,8 @@ struct SearchPage {
     searched: bool,
     hits: Vec<HitRow>,
     can_edit: bool,
+    /// Managers and admins: links to the import page and the CSV export.
+    can_manage_files: bool,
 }
 
 /// Searches and records the search (never the query). Fails closed: no entry, no results.
@@ -193,6 +199,7 @@ async fn search_page(
             searched,
             hits: hits.into_iter().map(HitRow::of).collect(),
             can_edit: can_edit(who),
+            can_manage_files: FILE_MANAGERS.contains(&who.user.role),
         },
         StatusCode::OK,
     )

@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, ResponseError};
 use askama::Template;
 use serde::Serialize;
 
+use crate::domain::customer::FieldError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,13 +20,20 @@ pub enum WebError {
     /// A field failed validation (422); forms show it next to the field.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// Several fields failed validation (422); JSON clients get each one in `fields`.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidFields(Vec<FieldError>),
+    /// The request clashes with what is stored (409), said in words a client can act on (an
+    /// identity held by another customer, an idempotency key reused with another body).
+    #[error("{0}")]
+    Conflict(String),
+    /// A body over the route's limit (413).
+    #[error("the upload is larger than the {} MB accepted; split the file", .0 / (1024 * 1024))]
+    TooLarge(usize),
     #[error("sign in first")]
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
-    /// The request clashes with what is stored (an idempotency key reused with another body).
-    #[error("{0}")]
-    Conflict(String),
     #[error("too many attempts; try again in {retry_after} seconds")]
     TooManyRequests { retry_after: i64 },
     #[error(transparent)]
@@ -41,12 +49,26 @@ impl WebError {
         match self {
             Self::NotFound => "not_found",
             Self::BadRequest(_) => "bad_request",
-            Self::Invalid { .. } => "invalid",
+            Self::Invalid { .. } | Self::InvalidFields(_) => "invalid",
+            Self::TooLarge(_) => "payload_too_large",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::TooManyRequests { .. } => "too_many_requests",
             Self::Conflict(_) | Self::Store(StoreError::Conflict { .. }) => "conflict",
             Self::Store(_) | Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The refused fields, each with why, for the JSON body of a 422.
+    #[must_use]
+    pub fn fields(&self) -> Vec<FieldError> {
+        match self {
+            Self::InvalidFields(list) => list.clone(),
+            Self::Invalid { field, message } => vec![FieldError {
+                field: field.clone(),
+                message: message.clone(),
+            }],
+            _ => Vec::new(),
         }
     }
 }
@@ -56,7 +78,8 @@ impl ResponseError for WebError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Invalid { .. } | Self::InvalidFields(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -115,6 +138,15 @@ struct JsonErrorBody<'a> {
     code: &'a str,
     message: &'a str,
     request_id: &'a str,
+    /// Each refused field and why (validation errors only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    fields: Vec<JsonField<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonField<'a> {
+    field: &'a str,
+    message: &'a str,
 }
 
 #[derive(Template)]
@@ -135,6 +167,7 @@ pub fn render(
     message: &str,
     request_id: &str,
     json: bool,
+    fields: &[FieldError],
 ) -> HttpResponse {
     if json {
         return HttpResponse::build(status).json(JsonError {
@@ -142,6 +175,13 @@ pub fn render(
                 code,
                 message,
                 request_id,
+                fields: fields
+                    .iter()
+                    .map(|f| JsonField {
+                        field: &f.field,
+                        message: &f.message,
+                    })
+                    .collect(),
             },
         });
     }

@@ -445,7 +445,7 @@ fn cross_site(req: &ServiceRequest) -> Option<&'static str> {
 }
 
 /// The CSRF token sent with a request: the `X-CSRF-Token` header, or the `csrf` field of a
-/// URL-encoded form (the body is put back for the handler).
+/// URL-encoded form or of a file-upload form (the body is put back for the handler).
 async fn csrf_token(req: &mut ServiceRequest) -> Result<Option<String>, Error> {
     if let Some(value) = req
         .headers()
@@ -453,6 +453,14 @@ async fn csrf_token(req: &mut ServiceRequest) -> Result<Option<String>, Error> {
         .and_then(|v| v.to_str().ok())
     {
         return Ok(Some(value.to_owned()));
+    }
+    let boundary = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(super::upload::boundary);
+    if let Some(boundary) = boundary {
+        return multipart_field(req, &boundary, "csrf").await;
     }
     form_field(req, "csrf").await
 }
@@ -473,6 +481,24 @@ async fn form_field(req: &mut ServiceRequest, name: &str) -> Result<Option<Strin
         .into_iter()
         .find(|(key, _)| key == name)
         .map(|(_, value)| value))
+}
+
+/// A text field of a file-upload form. The body is read whole (up to the upload limit, only
+/// for signed-in callers: this runs after the session was found) and put back for the handler.
+async fn multipart_field(
+    req: &mut ServiceRequest,
+    boundary: &str,
+    name: &str,
+) -> Result<Option<String>, Error> {
+    let payload = req.extract::<web::Payload>().await?;
+    let body = super::upload::read_limited(payload, super::upload::UPLOAD_LIMIT).await?;
+    let value = super::upload::parts(&body, boundary)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|part| part.name == name && part.filename.is_none())
+        .and_then(|part| String::from_utf8(part.data.to_vec()).ok());
+    req.set_payload(actix_web::dev::Payload::from(body));
+    Ok(value)
 }
 
 async fn login_form_token_matches(req: &mut ServiceRequest) -> Result<bool, Error> {

@@ -113,7 +113,11 @@ pub async fn error_pages(
     }
     let code = super::error::code_of(error, status);
     let message = super::error::public_message(status, error);
-    let mut body = super::error::render(status, code, &message, &request_id, wants_json);
+    let fields = error
+        .as_error::<super::error::WebError>()
+        .map(super::error::WebError::fields)
+        .unwrap_or_default();
+    let mut body = super::error::render(status, code, &message, &request_id, wants_json, &fields);
     for name in [
         header::RETRY_AFTER,
         header::WWW_AUTHENTICATE,

@@ -4,7 +4,9 @@
 pub mod account;
 pub mod admin;
 pub mod api;
+pub mod api_customers;
 pub mod audit;
+pub mod customer_files;
 pub mod customers;
 pub mod duplicates;
 pub mod error;
@@ -17,6 +19,7 @@ pub mod routes;
 pub mod shell;
 pub mod signin;
 pub mod tls;
+pub mod upload;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;

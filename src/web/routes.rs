@@ -10,7 +10,9 @@ use actix_web::{Route, web};
 use crate::domain::account::Role;
 
 use super::guard::{self, ANY_ROLE, ANY_SCOPE, Policy};
-use super::{account, admin, api, audit, customers, inventory, pages, signin};
+use super::{
+    account, admin, api, api_customers, audit, customer_files, customers, inventory, pages, signin,
+};
 
 /// One route.
 #[derive(Debug, Clone)]
@@ -89,6 +91,19 @@ pub fn table() -> Vec<Endpoint> {
         endpoint!(POST "/customers/merge", Staff(MERGERS), "Merge two customers, keeping one", super::duplicates::merge),
         endpoint!(GET "/customers/merges/{id}", Staff(MERGERS), "A merge and its undo", super::duplicates::show_merge),
         endpoint!(POST "/customers/merges/{id}/undo", Staff(MERGERS), "Undo a merge", super::duplicates::undo),
+        // Customer files and the customers API. Fixed paths (`import`, `export.csv`, `lookup`,
+        // `merge`) come before `{id}`, which would otherwise take them.
+        endpoint!(GET "/customers/import", Staff(customers::FILE_MANAGERS), "Customer import form", customer_files::import_form),
+        endpoint!(POST "/customers/import", Staff(customers::FILE_MANAGERS), "Import customers from a CSV file, all or nothing", customer_files::import),
+        endpoint!(GET "/customers/export.csv", Staff(customers::FILE_MANAGERS), "Every customer as CSV (audited)", customer_files::export),
+        endpoint!(GET "/api/v1/customers", Api { roles: ANY_ROLE, scope: "read:customers" }, "List customers in id order, or search them with q (audited)", api_customers::list),
+        endpoint!(POST "/api/v1/customers", Api { roles: customers::EDITORS, scope: "write:customers" }, "Create a customer", api_customers::create),
+        endpoint!(GET "/api/v1/customers/lookup", Api { roles: ANY_ROLE, scope: "read:customers" }, "The customer holding one email, phone, loyalty id or external id (audited)", api_customers::lookup),
+        endpoint!(POST "/api/v1/customers/merge", Api { roles: MERGERS, scope: "write:customers" }, "Merge two customers, keeping one", api_customers::merge),
+        endpoint!(PUT "/api/v1/customers/external/{source}/{id}", Api { roles: customers::EDITORS, scope: "write:customers" }, "Create or update the customer of an external system's id (idempotent)", api_customers::upsert_external),
+        endpoint!(GET "/api/v1/customers/{id}", Api { roles: ANY_ROLE, scope: "read:customers" }, "One customer (audited)", api_customers::read),
+        endpoint!(PATCH "/api/v1/customers/{id}", Api { roles: customers::EDITORS, scope: "write:customers" }, "Change the fields sent of a customer", api_customers::update),
+        endpoint!(POST "/api/v1/customers/{id}/consents", Api { roles: customers::EDITORS, scope: "write:customers" }, "Record a consent decision", api_customers::add_consent),
         // After the duplicate routes: `/customers/{id}` would otherwise take `duplicates`.
         endpoint!(GET "/customers", Staff(ANY_ROLE), "Customers: one search box", customers::list),
         endpoint!(GET "/customers/lookup", Staff(ANY_ROLE), "Counter look-up, keyboard first", customers::lookup),
@@ -177,6 +192,8 @@ pub fn openapi() -> serde_json::Value {
                 "401": {"$ref": "#/components/responses/Error"},
                 "403": {"$ref": "#/components/responses/Error"},
                 "404": {"$ref": "#/components/responses/Error"},
+                "409": {"$ref": "#/components/responses/Error"},
+                "422": {"$ref": "#/components/responses/Error"},
                 "429": {"$ref": "#/components/responses/Error"}
             }
         });
@@ -202,7 +219,11 @@ pub fn openapi() -> serde_json::Value {
                     "content": {"application/json": {"schema": {
                         "type": "object",
                         "properties": {"error": {"type": "object", "properties": {
-                            "code": {"type": "string"}, "message": {"type": "string"}, "request_id": {"type": "string"}
+                            "code": {"type": "string"}, "message": {"type": "string"}, "request_id": {"type": "string"},
+                            "fields": {"type": "array", "description": "Each refused field and why (422 only)", "items": {
+                                "type": "object",
+                                "properties": {"field": {"type": "string"}, "message": {"type": "string"}}
+                            }}
                         }}}
                     }}}
                 }

@@ -15,6 +15,7 @@ mod cli;
 mod crash;
 mod crm;
 mod customers;
+mod customers_api;
 mod https;
 mod ingest;
 mod service;

@@ -3,6 +3,8 @@
 //! - `bench store` ([`store`]) puts the encrypted store next to raw sled on the same machine,
 //!   then measures start-up and idle memory of `clientele serve` ([`startup`]).
 //! - `bench backup` ([`backup`]) times a backup, its verification and a restore in MB/s.
+//! - `bench customers` ([`customers`]) imports the demo population and measures the search
+//!   index, searches, the customer page and the server's memory at that size.
 //! - `bench web` ([`web`]) loads a started server over HTTPS: a static file against a signed-in
 //!   page, then page latency while sign-ins flood the Argon2 pool.
 //!
@@ -20,6 +22,7 @@
 
 mod audit;
 mod backup;
+mod customers;
 mod ingest;
 mod startup;
 mod store;
@@ -55,6 +58,9 @@ pub enum BenchCommand {
     Ingest(ingest::IngestBenchArgs),
     /// Backup, verification and restore throughput (MB/s) on N records
     Backup(backup::BackupBenchArgs),
+    /// Customers at size: CSV import rate against raw sled, search index build, search and
+    /// customer-page latency, resident memory of the server
+    Customers(customers::CustomersBenchArgs),
 }
 
 pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
@@ -64,6 +70,7 @@ pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
         BenchCommand::Audit(args) => audit::bench_audit(args),
         BenchCommand::Ingest(args) => ingest::bench_ingest(args),
         BenchCommand::Backup(args) => backup::bench_backup(args),
+        BenchCommand::Customers(args) => customers::bench_customers(args),
     }
 }
 

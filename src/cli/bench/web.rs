@@ -142,7 +142,7 @@ fn start_server(root: &std::path::Path, args: &WebBenchArgs) -> Result<Server, C
 // Requests
 
 /// `GET path`, with the session cookie when given.
-fn get(path: &str, session: Option<&str>) -> Vec<u8> {
+pub(super) fn get(path: &str, session: Option<&str>) -> Vec<u8> {
     let cookie = session.map_or_else(String::new, |s| format!("Cookie: {SESSION_COOKIE}={s}\r\n"));
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{cookie}\r\n").into_bytes()
 }
@@ -177,7 +177,7 @@ fn exchange(connection: &mut KeepAlive, request: &[u8], what: &str) -> Result<An
         .map_err(|e| CliError::Other(format!("{what} failed: {e}")))
 }
 
-fn connect(server: &Server) -> Result<KeepAlive, CliError> {
+pub(super) fn connect(server: &Server) -> Result<KeepAlive, CliError> {
     KeepAlive::open(server.port, &server.tls).map_err(|e| {
         CliError::Other(format!(
             "cannot connect to the started server on port {}: {e}",
@@ -211,7 +211,7 @@ fn login_token(connection: &mut KeepAlive) -> Result<String, CliError> {
 }
 
 /// Signs in as `login` and returns the session cookie, checked on `GET /`.
-fn sign_in(server: &Server, login: &str, password: &str) -> Result<String, CliError> {
+pub(super) fn sign_in(server: &Server, login: &str, password: &str) -> Result<String, CliError> {
     let mut connection = connect(server)?;
     let token = login_token(&mut connection)?;
     let answer = exchange(
