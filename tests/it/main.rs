@@ -21,4 +21,5 @@ mod ingest;
 mod service;
 mod store;
 mod support;
+mod upgrade;
 mod web;
