@@ -150,8 +150,9 @@ for file in /usr/share/man/man1/clientele.1.gz /usr/share/man/man1/clientele-ser
     [[ -s "$file" ]] || fail "$file is missing or empty"
 done
 # A man page for every subcommand that --help lists.
+# (Subcommand lines start with two spaces; a wrapped description starts with more.)
 for subcommand in $(clientele --help | awk '/^Commands:/ { on = 1; next } on && /^$/ { on = 0 }
-        on && $1 != "help" { print $1 }'); do
+        on && /^  [a-z]/ && $1 != "help" { print $1 }'); do
     [[ -s "/usr/share/man/man1/clientele-$subcommand.1.gz" ]] ||
         fail "no man page for 'clientele $subcommand'"
 done
