@@ -9,6 +9,7 @@ mod accounts;
 mod audit;
 mod audit_events;
 mod audit_page;
+mod audit_tamper;
 mod backup;
 mod browser;
 mod cli;
