@@ -21,7 +21,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use rustix::process::{Pid, Signal, kill_process_group};
 use serde_json::json;
 
-use crate::web::{TestApp, current_code};
+use crate::web::{TestApp, current_code, post_form};
 
 /// Debian's paths (packages `chromium` and `chromium-driver`).
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -196,6 +196,235 @@ async fn sign_in_change_password_enrol_browse_and_use_shortcuts() {
     app.stop().await;
     drop(driver);
     println!("browser test took {:.1?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn counter_look_up_by_phone_then_merge_duplicates_and_undo() {
+    let started = Instant::now();
+    let Some(driver) = Chromedriver::start_or_skip().await else {
+        return;
+    };
+    let app = TestApp::start().await;
+    // A London store, so that national numbers typed at the counter are read as British ones.
+    let admin = app.signed_in("chief", Role::Admin).await;
+    let store = post_form(
+        &admin,
+        &app,
+        "/admin/locations/new",
+        "/admin/locations",
+        &[
+            ("code", "LON1"),
+            ("name", "London Mayfair"),
+            ("kind", "store"),
+            ("time_zone", "Europe/London"),
+            ("country", "GB"),
+            ("currency", "GBP"),
+        ],
+    )
+    .await;
+    assert_eq!(store.status(), reqwest::StatusCode::SEE_OTHER, "no store");
+    let one_time = app
+        .add_user("floor", Role::Manager, None)
+        .await
+        .expect("a one-time password");
+    let b = driver.session().await;
+
+    // Sign in as a manager: one-time password, then a new password (no second factor).
+    b.goto(&app.url("/login")).await.unwrap();
+    fill(&b, "login", "floor").await;
+    fill(&b, "password", &one_time).await;
+    submit(&b, "/login").await;
+    wait_for_path(&b, "/account/password").await;
+    let strong = "amber kettle sings at noon";
+    fill(&b, "current_password", &one_time).await;
+    fill(&b, "new_password", strong).await;
+    fill(&b, "confirm_password", strong).await;
+    submit(&b, "/account/password").await;
+    // No step left for a manager: the account page, signed in.
+    wait_for_path(&b, "/account").await;
+
+    // Two profiles of one person, planted through the new-customer form: same name and postcode.
+    let first = new_customer(
+        &b,
+        &app,
+        &[
+            ("given_name", "Ada"),
+            ("family_name", "Lovelace"),
+            ("emails[0]", "ada.lovelace@example.com"),
+            ("phones[0]", "+44 20 7946 0018"),
+            ("addresses[0].postcode", "SW1Y 4JH"),
+            ("addresses[0].country", "GB"),
+        ],
+    )
+    .await;
+    let second = new_customer(
+        &b,
+        &app,
+        &[
+            ("given_name", "Ada"),
+            ("family_name", "Lovelace"),
+            ("emails[0]", "countess@example.org"),
+            ("addresses[0].postcode", "SW1Y 4JH"),
+            ("addresses[0].country", "GB"),
+        ],
+    )
+    .await;
+    assert_ne!(first, second);
+
+    // The counter look-up: "/" focuses the search, the phone is typed as said over the counter.
+    b.goto(&app.url("/customers/lookup")).await.unwrap();
+    assert_eq!(
+        text(&wait_for(&b, "main h1").await).await,
+        "Counter look-up"
+    );
+    let loaded = b
+        .execute(
+            "document.activeElement && document.activeElement.blur(); \
+             return Boolean(window.Clientele && window.Clientele.shortcuts);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        loaded,
+        json!(true),
+        "the keyboard-shortcut script did not run"
+    );
+    b.find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .send_keys("/")
+        .await
+        .unwrap();
+    let search = &wait_for(&b, "input#q[name='q']").await;
+    let client = &b;
+    wait_until(&b, "\"/\" to focus the search field", move || async move {
+        client.active_element().await.unwrap().element_id() == search.element_id()
+    })
+    .await;
+    let typed = "020 7946 0018";
+    b.active_element()
+        .await
+        .unwrap()
+        .send_keys(&format!("{typed}{}", &*Key::Enter))
+        .await
+        .unwrap();
+    let count = text(&wait_for(&b, "#result-count").await).await;
+    assert_eq!(count, "1 customer found", "searching {typed:?}");
+    let profile = format!("/customers/{first}");
+    let hit = wait_for(&b, "#results li a").await;
+    assert_eq!(hit.attr("href").await.unwrap().as_deref(), Some(&*profile));
+    assert!(text(&hit).await.contains("Ada Lovelace"));
+    // Enter on the first result opens it (sending keys to a link focuses it first).
+    hit.send_keys(&Key::Enter).await.unwrap();
+    wait_for_path(&b, &profile).await;
+    assert_eq!(text(&wait_for(&b, "main h1").await).await, "Ada Lovelace");
+    let identity = text(&wait_for(&b, "#identity").await).await;
+    assert!(
+        identity.contains("ada.lovelace@example.com") && identity.contains("+442079460018"),
+        "profile shows {identity}"
+    );
+
+    // Duplicates: scan now, then compare the planted pair side by side.
+    b.goto(&app.url("/customers/duplicates")).await.unwrap();
+    assert_eq!(
+        text(&wait_for(&b, "main h1").await).await,
+        "Duplicate customers"
+    );
+    let pair_link = |a: &str, z: &str| {
+        format!(
+            "#duplicates a[href='/customers/duplicates/{a}/{z}'], \
+             #duplicates a[href='/customers/duplicates/{z}/{a}']"
+        )
+    };
+    let compare_css = pair_link(&first, &second);
+    if b.find(Locator::Css(&compare_css)).await.is_err() {
+        submit(&b, "/customers/duplicates/scan").await;
+        wait_for_path(&b, "/customers/duplicates/scan").await;
+        let flash = text(&wait_for(&b, ".flash").await).await;
+        assert!(flash.starts_with("Scanned"), "scan said {flash}");
+    }
+    wait_for(&b, &compare_css).await.click().await.unwrap();
+    assert_eq!(text(&wait_for(&b, "main h1").await).await, "Same person?");
+    let compared = path_of(&b).await;
+    assert!(
+        compared.contains(&first) && compared.contains(&second),
+        "compare page {compared}"
+    );
+    let table = text(&wait_for(&b, "table#compare").await).await;
+    assert!(
+        table.contains("ada.lovelace@example.com") && table.contains("countess@example.org"),
+        "compare table {table}"
+    );
+
+    // Merge, keeping the left profile.
+    wait_for(&b, "button#keep-left")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_until(&b, "the merge page", move || async move {
+        path_of(client).await.starts_with("/customers/merges/")
+    })
+    .await;
+    let merge_page = path_of(&b).await;
+    assert_eq!(text(&wait_for(&b, "main h1").await).await, "Merge");
+    assert_eq!(text(&wait_for(&b, "#merge-status").await).await, "merged");
+    let facts = text(&wait_for(&b, "#merge").await).await;
+    assert!(
+        facts.contains(&first) && facts.contains(&second),
+        "merge page shows {facts}"
+    );
+
+    // Undo: both profiles are back, each with its own email.
+    wait_for(&b, "button#undo").await.click().await.unwrap();
+    wait_for_path(&b, &merge_page).await;
+    wait_until(&b, "the merge to show as undone", move || async move {
+        match client.find(Locator::Css("#merge-status")).await {
+            Ok(e) => e.text().await.unwrap_or_default() == "undone",
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(
+        b.find(Locator::Css("button#undo")).await.is_err(),
+        "an undone merge still offers undo"
+    );
+    for (id, email) in [
+        (&first, "ada.lovelace@example.com"),
+        (&second, "countess@example.org"),
+    ] {
+        let path = format!("/customers/{id}");
+        b.goto(&app.url(&path)).await.unwrap();
+        assert_eq!(path_of(&b).await, path, "{path} redirected after the undo");
+        assert_eq!(text(&wait_for(&b, "main h1").await).await, "Ada Lovelace");
+        let identity = text(&wait_for(&b, "#identity").await).await;
+        assert!(identity.contains(email), "{path} shows {identity}");
+    }
+
+    driver.close(b).await;
+    app.stop().await;
+    drop(driver);
+    println!("browser test took {:.1?}", started.elapsed());
+}
+
+/// Fills the new-customer form with `fields` and saves it; returns the new customer's id.
+async fn new_customer(b: &Client, app: &TestApp, fields: &[(&str, &str)]) -> String {
+    b.goto(&app.url("/customers/new")).await.unwrap();
+    wait_for(b, "form#customer-form").await;
+    for (name, value) in fields {
+        fill(b, name, value).await;
+    }
+    submit(b, "/customers").await;
+    wait_until(b, "the new customer's page", move || async move {
+        let path = path_of(b).await;
+        path.starts_with("/customers/") && path != "/customers/new"
+    })
+    .await;
+    let path = path_of(b).await;
+    let id = path.trim_start_matches("/customers/").to_owned();
+    assert!(!id.is_empty() && !id.contains('/'), "not a profile: {path}");
+    id
 }
 
 /// Waits until an element matching `css` is on the page.
