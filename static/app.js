@@ -695,6 +695,46 @@
   };
   window.Clientele = ns;
 
+  // ---------------------------------------------------------------------------
+  // Result lists (`data-result-list`): ArrowDown from the search box moves to
+  // the first result; ArrowUp and ArrowDown move between results; ArrowUp on
+  // the first one goes back to the search box. Enter opens the focused link.
+  // ---------------------------------------------------------------------------
+
+  function onResultKeys(event) {
+    if (event.key !== "ArrowDown" && event.key !== "ArrowUp") {
+      return;
+    }
+    if (event.ctrlKey || event.altKey || event.metaKey || event.shiftKey) {
+      return;
+    }
+    var list = document.querySelector("[data-result-list]");
+    if (!list) {
+      return;
+    }
+    var links = Array.prototype.slice.call(list.querySelectorAll("a[href]"));
+    if (links.length === 0) {
+      return;
+    }
+    var search = document.querySelector("[data-search]");
+    var at = links.indexOf(document.activeElement);
+    var target = null;
+    if (at === -1) {
+      if (event.key === "ArrowDown" && document.activeElement === search) {
+        target = links[0];
+      }
+    } else if (event.key === "ArrowDown") {
+      target = links[Math.min(at + 1, links.length - 1)];
+    } else {
+      target = at === 0 ? search : links[at - 1];
+    }
+    if (target) {
+      event.preventDefault();
+      target.focus();
+    }
+  }
+
+  document.addEventListener("keydown", onResultKeys);
   document.addEventListener("keydown", onKeydown);
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", scanDeclarative);

@@ -315,8 +315,17 @@ async fn counter_look_up_by_phone_then_merge_duplicates_and_undo() {
     let hit = wait_for(&b, "#results li a").await;
     assert_eq!(hit.attr("href").await.unwrap().as_deref(), Some(&*profile));
     assert!(text(&hit).await.contains("Ada Lovelace"));
-    // Enter on the first result opens it (sending keys to a link focuses it first).
-    hit.send_keys(&Key::Enter).await.unwrap();
+    // From the search box, ArrowDown moves to the first result and Enter opens it.
+    let search = wait_for(&b, "#q").await;
+    search.click().await.unwrap();
+    search.send_keys(&Key::Down).await.unwrap();
+    let focused = b.active_element().await.unwrap();
+    assert_eq!(
+        focused.attr("href").await.unwrap().as_deref(),
+        Some(&*profile),
+        "ArrowDown from the search box focuses the first result"
+    );
+    focused.send_keys(&Key::Enter).await.unwrap();
     wait_for_path(&b, &profile).await;
     assert_eq!(text(&wait_for(&b, "main h1").await).await, "Ada Lovelace");
     let identity = text(&wait_for(&b, "#identity").await).await;
