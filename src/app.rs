@@ -64,6 +64,8 @@ pub struct RunningApp {
     pub https_addr: SocketAddr,
     /// Where the plain-HTTP redirect answers, when configured.
     pub redirect_addr: Option<SocketAddr>,
+    /// Where the webhook listener answers, when configured.
+    pub webhook_addr: Option<SocketAddr>,
     pub store: Store,
     pub audit: Audit,
     handles: Vec<ServerHandle>,
@@ -134,6 +136,7 @@ pub async fn start(
 
     let https = web::bind(config.server.listen, "server.listen")?;
     let https_addr = https.local_addr()?;
+    let webhooks = bind_webhooks(&config)?;
     let hasher = Arc::new(
         PasswordHasher::new(HashCost::default())
             .map_err(|e| StartError::Io(std::io::Error::other(e)))?,
@@ -188,24 +191,19 @@ pub async fn start(
     });
 
     let mut handles = Vec::new();
+    let webhook_addr = start_webhooks(&state, webhooks, &tls, &mut handles, &mut tasks)?;
     let server = web::https_server(state, https, tls, config.server.workers)?;
     handles.push(server.handle());
     tasks.push(tokio::spawn(server));
 
-    let mut redirect_addr = None;
-    if let Some(addr) = config.server.redirect_listen {
-        let listener = web::bind(addr, "server.redirect_listen")?;
-        redirect_addr = Some(listener.local_addr()?);
-        let server = web::redirect_server(listener, https_addr.port())?;
-        handles.push(server.handle());
-        tasks.push(tokio::spawn(server));
-    }
+    let redirect_addr = start_redirect(&config, https_addr.port(), &mut handles, &mut tasks)?;
 
     let control = control::ControlServer::start(&config.control_socket(), store.clone())?;
     info!(address = %https_addr, "listening (HTTPS)");
     Ok(RunningApp {
         https_addr,
         redirect_addr,
+        webhook_addr,
         store,
         audit,
         handles,
@@ -213,6 +211,55 @@ pub async fn start(
         control: Some(control),
         certificate,
     })
+}
+
+/// The plain-HTTP redirect, when `server.redirect_listen` is set; returns where it answers.
+fn start_redirect(
+    config: &Config,
+    https_port: u16,
+    handles: &mut Vec<ServerHandle>,
+    tasks: &mut Vec<JoinHandle<std::io::Result<()>>>,
+) -> Result<Option<SocketAddr>, StartError> {
+    let Some(addr) = config.server.redirect_listen else {
+        return Ok(None);
+    };
+    let listener = web::bind(addr, "server.redirect_listen")?;
+    let redirect_addr = listener.local_addr()?;
+    let server = web::redirect_server(listener, https_port)?;
+    handles.push(server.handle());
+    tasks.push(tokio::spawn(server));
+    Ok(Some(redirect_addr))
+}
+
+/// The webhook listener and the providers' secrets, when `[webhooks] listen` is set.
+fn bind_webhooks(
+    config: &Config,
+) -> Result<Option<(std::net::TcpListener, Arc<web::webhooks::WebhookKeys>)>, StartError> {
+    let Some(addr) = config.webhooks.listen else {
+        return Ok(None);
+    };
+    let listener = web::bind(addr, "webhooks.listen")?;
+    let keys = web::webhooks::WebhookKeys::load(&config.webhooks)?;
+    Ok(Some((listener, Arc::new(keys))))
+}
+
+/// Starts the webhook server (same certificate as the main one); returns where it answers.
+fn start_webhooks(
+    state: &actix_web::web::Data<AppState>,
+    bound: Option<(std::net::TcpListener, Arc<web::webhooks::WebhookKeys>)>,
+    tls: &rustls::ServerConfig,
+    handles: &mut Vec<ServerHandle>,
+    tasks: &mut Vec<JoinHandle<std::io::Result<()>>>,
+) -> Result<Option<SocketAddr>, StartError> {
+    let Some((listener, keys)) = bound else {
+        return Ok(None);
+    };
+    let addr = listener.local_addr()?;
+    let server = web::webhooks::webhook_server(state.clone(), keys, listener, tls.clone())?;
+    handles.push(server.handle());
+    tasks.push(tokio::spawn(server));
+    info!(address = %addr, "listening for POS webhooks (HTTPS)");
+    Ok(Some(addr))
 }
 
 /// Scheduled backups (the task ends at once when they are off).

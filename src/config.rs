@@ -30,6 +30,59 @@ pub struct Config {
     pub customers: CustomersConfig,
     pub pos: PosConfig,
     pub backup: BackupConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// Signed POS webhooks (Square, Shopify) on a listener of their own, which serves nothing else
+/// (so it may face the outside without exposing the UI). Off while `listen` is unset. The
+/// shared secrets are read from files, never held here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Address of the webhook listener (HTTPS, with the server's certificate). None: off.
+    pub listen: Option<SocketAddr>,
+    /// Store code the webhook sales are booked to.
+    pub store_code: String,
+    /// File holding Square's signature key. None: `/webhooks/square` refuses everything.
+    pub square_signature_key_file: Option<PathBuf>,
+    /// The exact notification URL configured at Square (part of what is signed).
+    pub square_notification_url: Option<String>,
+    /// File holding the Shopify webhook secret. None: `/webhooks/shopify` refuses everything.
+    pub shopify_secret_file: Option<PathBuf>,
+}
+
+impl WebhooksConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                origin: "configuration".into(),
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.store_code.trim().is_empty() {
+            return invalid("webhooks.store_code", "must not be empty");
+        }
+        if self.square_signature_key_file.is_some() && self.square_notification_url.is_none() {
+            return invalid(
+                "webhooks.square_notification_url",
+                "must be set with webhooks.square_signature_key_file (it is part of what Square signs)",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            store_code: "WEB".into(),
+            square_signature_key_file: None,
+            square_notification_url: None,
+            shopify_secret_file: None,
+        }
+    }
 }
 
 /// Point-of-sale connectors: the `POSLog` drop folder.
@@ -242,6 +295,7 @@ impl Default for Config {
             customers: CustomersConfig::default(),
             pos: PosConfig::default(),
             backup: BackupConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -453,6 +507,7 @@ impl Config {
         if self.pos.inbox.as_ref().is_some_and(|p| !p.is_absolute()) {
             return invalid("pos.inbox", "must be an absolute path");
         }
+        self.webhooks.validate()?;
         if self.audit.checkpoint_entries == 0 {
             return invalid("audit.checkpoint_entries", "must be at least 1");
         }

@@ -88,6 +88,7 @@ actions! {
     TokenCreated = "token.created", "10.2.1.5", "Integration token created";
     TokenRevoked = "token.revoked", "10.2.1.5", "Integration token revoked";
     TokenDenied = "token.denied", "10.2.1.4", "Integration token refused";
+    WebhookRejected = "webhook.rejected", "10.2.1.4", "POS webhook refused: bad or missing signature";
     SettingChanged = "setting.changed", "10.2.1.2", "Setting changed";
     LocationCreated = "location.created", "10.2.1.7", "Store or warehouse created";
     LocationUpdated = "location.updated", "10.2.1.2", "Store or warehouse changed";

@@ -20,6 +20,7 @@ pub mod shell;
 pub mod signin;
 pub mod tls;
 pub mod upload;
+pub mod webhooks;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;

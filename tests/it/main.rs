@@ -24,3 +24,4 @@ mod store;
 mod support;
 mod upgrade;
 mod web;
+mod webhooks;
