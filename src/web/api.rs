@@ -104,3 +104,27 @@ pub async fn location(
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(super::routes::openapi())
 }
+
+/// Reads a JSON request body. A body that is not JSON, a value of the wrong type or an unknown
+/// field is a 422 naming the field by its path (`transactions[1].lines[0].quantity_milli`),
+/// with serde's message of what was expected, never the value sent.
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, WebError> {
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut reader).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." { "body".to_owned() } else { path };
+        let inner = err.into_inner();
+        let text = inner.to_string();
+        // The position in the body helps nobody once the field is named.
+        let text = text
+            .rsplit_once(" at line ")
+            .map_or(text.as_str(), |(message, _)| message)
+            .to_owned();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("is not valid JSON ({text})")
+        } else {
+            text
+        };
+        WebError::Invalid { field, message }
+    })
+}

@@ -11,7 +11,6 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Action, Actor, Event};
@@ -21,6 +20,7 @@ use crate::domain::Id;
 use crate::domain::customer::{self, Address, Customer, ExternalId, FieldError, Identity};
 
 use super::AppState;
+use super::api::json_body;
 use super::customers::{consent_of, search_recorded};
 use super::error::WebError;
 use super::guard::Principal;
@@ -53,32 +53,6 @@ fn invalid(field: &str, message: impl Into<String>) -> WebError {
         field: field.to_owned(),
         message: message.into(),
     }])
-}
-
-/// Reads a JSON body; a value of the wrong type or an unknown field is a 422 naming the field.
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, WebError> {
-    let mut reader = serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize(&mut reader) {
-        Ok(value) => Ok(value),
-        Err(err) => {
-            let path = err.path().to_string();
-            let field = if path == "." { "body".to_owned() } else { path };
-            let inner = err.into_inner();
-            // serde_json's own message says what was expected, never the value sent.
-            let text = inner.to_string();
-            // The position in the body helps nobody once the field is named.
-            let text = text
-                .rsplit_once(" at line ")
-                .map_or(text.as_str(), |(message, _)| message)
-                .to_owned();
-            let message = if inner.is_syntax() || inner.is_eof() {
-                format!("is not valid JSON ({text})")
-            } else {
-                text
-            };
-            Err(invalid(&field, message))
-        }
-    }
 }
 
 fn parse_id(text: &str) -> Result<Id, WebError> {
@@ -133,7 +107,7 @@ pub async fn create(
     principal: Principal,
     body: web::Bytes,
 ) -> Result<HttpResponse, WebError> {
-    let input: CustomerInput = parse_body(&body)?;
+    let input: CustomerInput = json_body(&body)?;
     check_store(&state, &input)?;
     let profile = state.customers.clean(&input).map_err(api_error)?;
     let created = state
@@ -236,7 +210,7 @@ pub async fn update(
     body: web::Bytes,
 ) -> Result<HttpResponse, WebError> {
     let id = parse_id(&id)?;
-    let patch: CustomerPatch = parse_body(&body)?;
+    let patch: CustomerPatch = json_body(&body)?;
     let current = state.customers.live(id).map_err(api_error)?;
     let input = patch.apply(input_of(&current));
     check_store(&state, &input)?;
@@ -520,7 +494,7 @@ pub async fn upsert_external(
             "an external identity was expected".into(),
         ));
     };
-    let input: CustomerInput = parse_body(&body)?;
+    let input: CustomerInput = json_body(&body)?;
     check_store(&state, &input)?;
     let actor = principal.actor(&req);
 
@@ -599,7 +573,7 @@ pub async fn add_consent(
     body: web::Bytes,
 ) -> Result<HttpResponse, WebError> {
     let id = parse_id(&id)?;
-    let body: ConsentBody = parse_body(&body)?;
+    let body: ConsentBody = json_body(&body)?;
     state.customers.live(id).map_err(api_error)?;
     let consent = consent_of(
         &body.channel,
@@ -633,7 +607,7 @@ pub async fn merge(
     principal: Principal,
     body: web::Bytes,
 ) -> Result<HttpResponse, WebError> {
-    let body: MergeBody = parse_body(&body)?;
+    let body: MergeBody = json_body(&body)?;
     let mut errors = Vec::new();
     let mut id_of = |field: &str, text: &str| match text.trim().parse::<Id>() {
         Ok(id) => Some(id),

@@ -20,6 +20,7 @@ use crate::inventory::ledger::MovementInput;
 
 use super::AppState;
 use super::api::Listed;
+use super::api::json_body;
 use super::error::WebError;
 use super::guard::{Principal, SignedIn};
 use super::shell::Shell;
@@ -166,18 +167,6 @@ pub async fn put_product(
         StatusCode::OK
     };
     Ok(HttpResponse::build(status).json(product))
-}
-
-/// Reads a JSON body, naming the field of the first problem.
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, WebError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        WebError::Invalid {
-            field: if path == "." { "body".into() } else { path },
-            message: err.inner().to_string(),
-        }
-    })
 }
 
 // --- availability and stock ---
