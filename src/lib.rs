@@ -18,3 +18,11 @@ pub mod logging;
 pub mod store;
 pub mod sync;
 pub mod web;
+
+/// Locks a mutex; a panic that poisoned it elsewhere does not stop the rest of the appliance
+/// (the data behind our mutexes stays consistent between statements).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

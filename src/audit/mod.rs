@@ -17,6 +17,7 @@ pub mod index;
 pub mod retention;
 pub mod verify;
 
+use crate::lock;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -309,10 +310,4 @@ fn latest_checkpoint(store: &Store) -> Result<Option<Checkpoint>, StoreError> {
         }
         None => Ok(None),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -8,6 +8,7 @@
 //! Starting and ending a session take the audit event that explains it (sign-in, sign-out,
 //! timeout, revocation), which lands in the same change set.
 
+use crate::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -314,10 +315,4 @@ pub fn random_token(random: &dyn Random, bytes: usize) -> Result<String, AuthErr
         .fill(&mut buf)
         .map_err(|_| AuthError::Store(StoreError::Crypto("random source failed")))?;
     Ok(data_encoding::BASE64URL_NOPAD.encode(&buf))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -3,6 +3,7 @@
 //! After three failures in a row a key must wait, 1 s then doubling up to 15 minutes; a
 //! success clears the account's count. Checks happen before any password hash is computed.
 
+use crate::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -74,12 +75,6 @@ impl Throttle {
 
 fn normalise(account: &str) -> String {
     account.trim().to_lowercase()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! memory and shown on the tokens page. Creating and revoking a token take the actor, whose
 //! audit entry lands with the change.
 
+use crate::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -180,10 +181,4 @@ fn sha256(text: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest.as_ref());
     out
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -30,6 +30,7 @@ mod rewrite;
 pub mod seal;
 mod subjects;
 
+use crate::lock;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -1049,10 +1050,4 @@ pub(crate) fn open_sled(path: &Path, cache_mib: u64) -> Result<sled::Db, StoreEr
             Err(other) => return Err(StoreError::Sled(other)),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

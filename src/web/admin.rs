@@ -16,6 +16,7 @@ use super::AppState;
 use super::account::{SessionRow, session_rows};
 use super::error::WebError;
 use super::guard::{SignedIn, redirect};
+use super::parse_id;
 use super::shell::Shell;
 use super::signin::render;
 
@@ -38,10 +39,6 @@ impl FieldErrors {
             other => Err(other),
         }
     }
-}
-
-fn parse_id(text: &str) -> Result<Id, WebError> {
-    text.parse().map_err(|_| WebError::NotFound)
 }
 
 // --- users ---

@@ -24,6 +24,7 @@ use super::api::json_body;
 use super::customers::{consent_of, search_recorded};
 use super::error::WebError;
 use super::guard::Principal;
+use super::parse_id;
 
 /// Page size when `limit` is absent, and the largest accepted.
 const DEFAULT_LIMIT: usize = 50;
@@ -53,10 +54,6 @@ fn invalid(field: &str, message: impl Into<String>) -> WebError {
         field: field.to_owned(),
         message: message.into(),
     }])
-}
-
-fn parse_id(text: &str) -> Result<Id, WebError> {
-    text.parse().map_err(|_| WebError::NotFound)
 }
 
 fn limit_of(limit: Option<usize>) -> Result<usize, WebError> {

@@ -23,6 +23,7 @@ use crate::store::StoreError;
 use super::AppState;
 use super::error::WebError;
 use super::guard::{SignedIn, redirect};
+use super::parse_id;
 use super::shell::Shell;
 use super::signin::render;
 
@@ -83,10 +84,6 @@ pub fn web_error(err: CrmError) -> WebError {
             None => WebError::BadRequest("the customer is not valid".into()),
         },
     }
-}
-
-fn parse_id(text: &str) -> Result<Id, WebError> {
-    text.parse().map_err(|_| WebError::NotFound)
 }
 
 fn can_edit(who: &SignedIn) -> bool {

@@ -16,6 +16,7 @@ use crate::domain::customer::Customer;
 use super::AppState;
 use super::error::WebError;
 use super::guard::{SignedIn, redirect};
+use super::parse_id;
 use super::shell::Shell;
 use super::signin::{client_address, render};
 
@@ -41,10 +42,6 @@ pub fn crm_error(err: CrmError) -> WebError {
         }
         CrmError::Store(err) => WebError::Store(err),
     }
-}
-
-pub fn parse_id(text: &str) -> Result<Id, WebError> {
-    text.trim().parse().map_err(|_| WebError::NotFound)
 }
 
 fn actor(who: &SignedIn, req: &HttpRequest) -> Actor {

@@ -184,3 +184,8 @@ pub struct BindError {
     pub key: String,
     pub source: std::io::Error,
 }
+
+/// The id in a path segment; anything that is not an id is a 404, as for a missing record.
+pub(crate) fn parse_id(text: &str) -> Result<crate::domain::Id, error::WebError> {
+    text.trim().parse().map_err(|_| error::WebError::NotFound)
+}

@@ -15,9 +15,10 @@ use crate::domain::Id;
 use crate::domain::customer::Customer;
 
 use super::AppState;
-use super::duplicates::{crm_error, parse_id};
+use super::duplicates::crm_error;
 use super::error::WebError;
 use super::guard::{SignedIn, redirect};
+use super::parse_id;
 use super::shell::Shell;
 use super::signin::{client_address, render};
 
