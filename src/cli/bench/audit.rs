@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use super::SplitMix;
 use super::{
     CliError, WorkDir, median, millis, per_second, percentile, print_row, progress, rate, round3,
     verdict, whole,
@@ -31,7 +32,7 @@ use crate::audit::export::{self, Format, Selection};
 use crate::audit::index::{AuditIndex, Cursor, Filter};
 use crate::audit::verify;
 use crate::audit::{Action, Actor, ActorKind, Audit, Event, Outcome};
-use crate::clock::{Random, SystemClock, SystemRandom};
+use crate::clock::{SystemClock, SystemRandom};
 use crate::config::{AuditConfig, Config};
 use crate::domain::Id;
 use crate::domain::account::Role;
@@ -91,7 +92,7 @@ pub(super) fn bench_audit(args: &AuditBenchArgs) -> Result<ExitCode, CliError> {
     let work = WorkDir::create(args.dir.as_deref(), random.as_ref())?;
     progress(&format!("working in {}", work.path.display()));
     let (store, audit) = open(&work.path.join("store"), random.as_ref())?;
-    let mut rng = XorShift::seeded(random.as_ref())?;
+    let mut rng = SplitMix::seeded(random.as_ref())?;
 
     let writes = compare_writes(&store, args)?;
     let bulk = compare_bulk(&store)?;
@@ -132,27 +133,6 @@ fn open(data_dir: &std::path::Path, random: &SystemRandom) -> Result<(Store, Aud
         &AuditConfig::default(),
     )?;
     Ok((store, audit))
-}
-
-/// A small, fast generator for the trail's mix (not for anything secret).
-#[derive(Debug)]
-struct XorShift(u64);
-
-impl XorShift {
-    fn seeded(random: &dyn Random) -> Result<Self, CliError> {
-        let mut seed = [0u8; 8];
-        random
-            .fill(&mut seed)
-            .map_err(|e| CliError::Other(format!("cannot seed the benchmark generator: {e}")))?;
-        Ok(Self(u64::from_le_bytes(seed) | 1))
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound.max(1)
-    }
 }
 
 /// A record of `VALUE_LEN` bytes for customer `n`.
@@ -361,7 +341,7 @@ struct FillFigures {
 }
 
 /// Appends entries until the trail holds `entries`, signing checkpoints as the appliance does.
-fn fill_trail(audit: &Audit, entries: u64, rng: &mut XorShift) -> Result<FillFigures, CliError> {
+fn fill_trail(audit: &Audit, entries: u64, rng: &mut SplitMix) -> Result<FillFigures, CliError> {
     let start_seq = audit.head()?.seq;
     let missing = entries.saturating_sub(start_seq);
     progress(&format!(
@@ -389,7 +369,7 @@ fn fill_trail(audit: &Audit, entries: u64, rng: &mut XorShift) -> Result<FillFig
 }
 
 /// One entry of a retail day: mostly staff reading and changing customers in their store.
-fn generated_event(rng: &mut XorShift) -> Event {
+fn generated_event(rng: &mut SplitMix) -> Event {
     let user = rng.below(USERS);
     let action = match rng.below(100) {
         0..40 => Action::CustomerViewed,
@@ -446,7 +426,7 @@ impl QueryRun {
 fn time_queries(
     audit: &Audit,
     args: &AuditBenchArgs,
-    rng: &mut XorShift,
+    rng: &mut SplitMix,
 ) -> Result<QueryFigures, CliError> {
     progress("building the search index");
     let index = AuditIndex::new(audit.clone());

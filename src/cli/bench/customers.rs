@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use super::SplitMix;
 use super::web::{connect, get, sign_in};
 use super::{
     CliError, Launcher, Server, WorkDir, millis, per_second, percentile, print_row, progress, rate,
@@ -356,19 +357,6 @@ fn crm_failed(err: &crate::crm::CrmError) -> CliError {
     ))
 }
 
-/// A small deterministic generator for picking customers (not for anything secret).
-#[derive(Debug)]
-struct Picker(u64);
-
-impl Picker {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound.max(1)
-    }
-}
-
 /// The query of kind `kind` for demo customer `row`, and whether it names them exactly.
 fn query_of(kind: usize, row: &ImportRow) -> Option<(String, bool)> {
     let p = &row.profile;
@@ -399,7 +387,7 @@ fn time_searches(
     indexed: usize,
     build: Duration,
 ) -> Result<SearchFigures, CliError> {
-    let mut picker = Picker(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut picker = SplitMix::new(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     // Warm-up, not measured: the phone library builds each country's patterns on first use,
     // which a running server has long done.
     for i in 0..WARM_UP {
@@ -458,7 +446,7 @@ fn time_searches(
 
 /// Ids of demo customers spread over the population, for the page measure.
 fn sample_ids(customers: &Customers, args: &CustomersBenchArgs) -> Result<Vec<String>, CliError> {
-    let mut picker = Picker(args.seed.wrapping_add(7) | 1);
+    let mut picker = SplitMix::new(args.seed.wrapping_add(7) | 1);
     let mut ids = Vec::with_capacity(args.pages as usize);
     while ids.len() < args.pages as usize {
         let row = demo_row(picker.below(args.customers), args.seed, &[]);

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use super::SplitMix;
 use super::{CliError, WorkDir, millis, per_second, percentile, print_row, progress, rate, round3};
 use crate::audit::Actor;
 use crate::clock::{Random, SystemClock, SystemRandom};
@@ -112,7 +113,7 @@ struct Report {
 
 async fn run(args: &IngestBenchArgs, dir: &Path, seed: u64) -> Result<Report, CliError> {
     let ingest = open(&dir.join("store"))?;
-    let mut rng = XorShift(seed);
+    let mut rng = SplitMix::new(seed);
 
     progress(&format!("filling the catalog with {SKUS} products"));
     let started = Instant::now();
@@ -177,7 +178,7 @@ async fn run(args: &IngestBenchArgs, dir: &Path, seed: u64) -> Result<Report, Cl
     progress("availability on the idle store");
     let idle_reads = read_availability(
         ingest.clone(),
-        XorShift(seed.rotate_left(29) | 1),
+        SplitMix::new(seed.rotate_left(29) | 1),
         Arc::new(AtomicBool::new(false)),
         IDLE_READS,
     )
@@ -204,7 +205,7 @@ async fn json_phase(
     let done = Arc::new(AtomicBool::new(false));
     let reader = tokio::spawn(read_availability(
         ingest.clone(),
-        XorShift(seed.rotate_left(17) | 1),
+        SplitMix::new(seed.rotate_left(17) | 1),
         Arc::clone(&done),
         usize::MAX,
     ));
@@ -300,7 +301,7 @@ async fn fill_catalog(ingest: &Ingest) -> Result<(), CliError> {
 /// Times availability reads until `done` (or `count` reads).
 async fn read_availability(
     ingest: Ingest,
-    mut rng: XorShift,
+    mut rng: SplitMix,
     done: Arc<AtomicBool>,
     count: usize,
 ) -> Result<Vec<Duration>, CliError> {
@@ -332,7 +333,7 @@ fn store(n: u64) -> String {
 }
 
 /// A random sale.
-fn transaction(rng: &mut XorShift, sequence: u64, lines: u64) -> SaleTransaction {
+fn transaction(rng: &mut SplitMix, sequence: u64, lines: u64) -> SaleTransaction {
     let mut sale_lines = Vec::new();
     for n in 0..lines {
         let weighed = rng.below(10) == 0;
@@ -443,25 +444,6 @@ fn poslog(txs: &[SaleTransaction]) -> String {
     }
     out.push_str("</POSLog>\n");
     out
-}
-
-/// A small, fast generator for the traffic (not for anything secret).
-#[derive(Debug)]
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 fn print_table(args: &IngestBenchArgs, r: &Report) {

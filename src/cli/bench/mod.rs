@@ -766,6 +766,41 @@ fn per_second(figure: f64) -> String {
     grouped
 }
 
+/// `SplitMix64`: a small, fast, deterministic generator for picking keys and shaping traffic in
+/// the benchmarks (not for anything secret).
+#[derive(Debug, Clone)]
+struct SplitMix {
+    state: u64,
+}
+
+impl SplitMix {
+    fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    /// Seeded from `random`, so each run picks differently.
+    fn seeded(random: &dyn crate::clock::Random) -> Result<Self, CliError> {
+        let mut seed = [0u8; 8];
+        random
+            .fill(&mut seed)
+            .map_err(|e| CliError::Other(format!("cannot seed the benchmark generator: {e}")))?;
+        Ok(Self::new(u64::from_le_bytes(seed)))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound` (0 when `bound` is 0).
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,8 @@ use clap::Args;
 
 use super::startup::{StartupFigures, measure_startups};
 use super::{
-    CliError, WorkDir, median, per_second, percentile, print_row, progress, rate, round3, verdict,
-    whole,
+    CliError, SplitMix, WorkDir, median, per_second, percentile, print_row, progress, rate, round3,
+    verdict, whole,
 };
 use crate::clock::{Random, SystemClock, SystemRandom};
 use crate::config::Config;
@@ -181,36 +181,6 @@ impl ValuePool {
 /// Record key `i`: a 16-byte big-endian counter, like a sortable id.
 fn record_key(i: u64) -> [u8; 16] {
     u128::from(i).to_be_bytes()
-}
-
-/// A small, fast generator for picking keys to read (not for anything secret).
-#[derive(Debug)]
-struct SplitMix {
-    state: u64,
-}
-
-impl SplitMix {
-    fn seeded(random: &dyn Random) -> Result<Self, CliError> {
-        let mut seed = [0u8; 8];
-        random
-            .fill(&mut seed)
-            .map_err(|e| CliError::Other(format!("cannot seed the key picker: {e}")))?;
-        Ok(Self {
-            state: u64::from_le_bytes(seed),
-        })
-    }
-
-    fn next(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
 }
 
 /// A plain sled database configured like the store's (same cache), in its own folder.
