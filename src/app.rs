@@ -68,6 +68,7 @@ pub struct RunningApp {
     pub webhook_addr: Option<SocketAddr>,
     pub store: Store,
     pub audit: Audit,
+    sync: crate::sync::Supervisor,
     handles: Vec<ServerHandle>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
     control: Option<control::ControlServer>,
@@ -81,6 +82,7 @@ impl RunningApp {
         for handle in &self.handles {
             handle.stop(true).await;
         }
+        self.sync.stop().await;
         for task in self.tasks {
             task.abort();
             let _ = task.await;
@@ -174,11 +176,14 @@ pub async fn start(
     let audit_index = audit::index::AuditIndex::new(audit.clone());
     tasks.push(tokio::spawn(audit::index::keep_up(audit_index.clone())));
     tasks.push(spawn_backup_schedule(&config, &store, &deps));
+    let (ingest, sync) =
+        start_customer_and_sales_jobs(&store, &config, &deps, &customers, &mut tasks);
     let state = actix_web::web::Data::new(AppState {
         store: store.clone(),
         audit: audit.clone(),
         audit_index,
-        ingest: start_customer_and_sales_jobs(&store, &config, &deps, &customers, &mut tasks),
+        ingest,
+        sync: sync.clone(),
         customers,
         accounts,
         sessions,
@@ -206,6 +211,7 @@ pub async fn start(
         webhook_addr,
         store,
         audit,
+        sync,
         handles,
         tasks,
         control: Some(control),
@@ -278,30 +284,29 @@ fn spawn_backup_schedule(
     ))
 }
 
-/// The duplicate scan over customers; the sales ingest service, and the watcher of the
-/// `POSLog` drop folder when one is set.
+/// The duplicate scan over customers; the sales ingest service, and the sync supervisor with
+/// its connectors.
 fn start_customer_and_sales_jobs(
     store: &Store,
     config: &Config,
     deps: &Deps,
     customers: &Customers,
     tasks: &mut Vec<JoinHandle<std::io::Result<()>>>,
-) -> crate::inventory::ingest::Ingest {
+) -> (crate::inventory::ingest::Ingest, crate::sync::Supervisor) {
     tasks.push(tokio::spawn(crate::crm::duplicates::run(customers.clone())));
     let ingest = crate::inventory::ingest::Ingest::new(
         store.clone(),
         Arc::clone(&deps.clock),
         customers.clone(),
     );
-    if let Some(inbox) = &config.pos.inbox {
-        tasks.push(tokio::spawn(crate::sync::inbox::watch(
-            ingest.clone(),
-            inbox.clone(),
-            config.pos.clone(),
-            Arc::clone(&deps.clock),
-        )));
-    }
-    ingest
+    let sync = crate::sync::Supervisor::start(
+        config,
+        store.clone(),
+        ingest.clone(),
+        Arc::clone(&deps.clock),
+        Arc::clone(&deps.random),
+    );
+    (ingest, sync)
 }
 
 /// Re-reads the configuration for a reload, from the same sources as at start (file,

@@ -2,6 +2,9 @@
 //! flags, in that order. Unknown keys are errors, and every error names the key (or variable)
 //! and what is wrong with it. Secrets are given as file paths, so no secret is ever held here.
 
+mod sync;
+pub use sync::{ConnectorConfig, ConnectorKind, POS_INBOX, SyncConfig};
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,6 +34,7 @@ pub struct Config {
     pub pos: PosConfig,
     pub backup: BackupConfig,
     pub webhooks: WebhooksConfig,
+    pub sync: SyncConfig,
 }
 
 /// Signed POS webhooks (Square, Shopify) on a listener of their own, which serves nothing else
@@ -296,6 +300,7 @@ impl Default for Config {
             pos: PosConfig::default(),
             backup: BackupConfig::default(),
             webhooks: WebhooksConfig::default(),
+            sync: SyncConfig::default(),
         }
     }
 }
@@ -504,9 +509,7 @@ impl Config {
                 "must be an upper-case ISO 4217 code such as USD or EUR",
             );
         }
-        if self.pos.inbox.as_ref().is_some_and(|p| !p.is_absolute()) {
-            return invalid("pos.inbox", "must be an absolute path");
-        }
+        self.sync.validate(&self.pos)?;
         self.webhooks.validate()?;
         if self.audit.checkpoint_entries == 0 {
             return invalid("audit.checkpoint_entries", "must be at least 1");
@@ -619,7 +622,7 @@ fn parse_env_value(raw: &str) -> toml::Value {
     }
 }
 
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text).map_err(|err| {
         serde::de::Error::custom(format!(
@@ -689,6 +692,81 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("server"), "{text}");
         assert!(text.contains("lisen"), "{text}");
+    }
+
+    #[test]
+    fn connectors_are_read_and_their_mistakes_named() {
+        let good = r#"
+[pos]
+inbox = "/srv/pos"
+[[sync.connectors]]
+name = "store-12"
+kind = "poslog_folder"
+folder = "/srv/store-12"
+interval = "1m"
+time_zone = "Europe/Paris"
+[[sync.connectors.peak]]
+from = "11-25"
+to = "12-31"
+hours = "08:00-22:00"
+interval = "5s"
+"#;
+        let config = load_text(good, &[]).unwrap();
+        let all = config.sync.connectors(&config.pos);
+        assert_eq!(
+            all.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["store-12", POS_INBOX]
+        );
+        assert_eq!(all[0].peak[0].interval, Duration::from_secs(5));
+
+        let cases = [
+            (
+                "from = \"11-25\"",
+                "from = \"11-32\"",
+                "sync.connectors[0].peak[0].from",
+            ),
+            (
+                "hours = \"08:00-22:00\"",
+                "hours = \"8 to 10\"",
+                "sync.connectors[0].peak[0].hours",
+            ),
+            (
+                "\"Europe/Paris\"",
+                "\"Mars/Olympus\"",
+                "sync.connectors[0].time_zone",
+            ),
+            (
+                "name = \"store-12\"",
+                "name = \"Store 12\"",
+                "sync.connectors[0].name",
+            ),
+            (
+                "name = \"store-12\"",
+                "name = \"pos-inbox\"",
+                "sync.connectors[0].name",
+            ),
+            (
+                "folder = \"/srv/store-12\"",
+                "folder = \"srv\"",
+                "sync.connectors[0].folder",
+            ),
+            (
+                "folder = \"/srv/store-12\"",
+                "folder = \"/srv/pos\"",
+                "pos.inbox",
+            ),
+            (
+                "kind = \"poslog_folder\"",
+                "kind = \"ftp\"",
+                "sync.connectors[0].kind",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let err = load_text(&good.replace(from, to), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{to}: {err}");
+        }
     }
 
     #[test]

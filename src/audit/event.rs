@@ -118,6 +118,8 @@ actions! {
     SyncRunRequested = "sync.run_requested", "10.2.1.2", "Connector run started by hand";
     SyncPaused = "sync.paused", "10.2.1.2", "Connector paused";
     SyncResumed = "sync.resumed", "10.2.1.2", "Connector resumed";
+    DeadLetterCreated = "sync.dead_letter_created", "", "File refused by a connector and held as a dead letter";
+    DeadLetterViewed = "sync.dead_letter_viewed", "10.2.1.1", "Dead letter contents opened";
     DeadLetterReplayed = "sync.dead_letter_replayed", "10.2.1.2", "Dead letter replayed";
     DeadLetterDiscarded = "sync.dead_letter_discarded", "10.2.1.2", "Dead letter discarded";
     ActionApproved = "action.approved", "10.2.1.2", "Proposed action approved";

@@ -162,4 +162,5 @@ pub const SCOPES: &[(&str, &str)] = &[
     ),
     ("read:locations", "read stores and warehouses"),
     ("write:catalog", "create and change products"),
+    ("read:sync", "read the connectors' health (monitoring)"),
 ];

@@ -1,37 +1,33 @@
-//! The `POSLog` drop folder (`[pos] inbox`), polled by the server, and the file import shared
-//! with `clientele import poslog`.
+//! The `POSLog` folder connector, run by the sync supervisor, and the file import shared with
+//! `clientele import poslog`.
 //!
 //! Convention for registers: write `NAME.xml` in the folder, ideally as `NAME.xml.part` (or a
 //! dot-file) renamed to `NAME.xml` when complete. Only `*.xml` files are read, and only once
-//! they are settled: unchanged for `pos.settle` and with the same size at two looks in a row,
-//! so a file still being written is left alone. A file cut short anyway is refused by the
-//! parser (it must be whole XML).
+//! they are settled: unchanged for the connector's `settle` and with the same size at two
+//! looks in a row, so a file still being written is left alone. A file cut short anyway is
+//! refused by the parser (it must be whole XML).
 //!
 //! Each file is one batch: all of its transactions land in one change set or none do. After
-//! the commit the file moves to `processed/`; a refused file moves to `rejected/` with a
-//! `NAME.xml.reason` file beside it saying what was wrong, with the line and element. A
-//! process killed between the commit and the move leaves the file in place: it is read again
-//! at the next look, every transaction is a duplicate, nothing counts twice, and it moves.
+//! the commit the file is kept sealed in the store for `[sync] keep_processed` and removed
+//! from the folder; a refused file becomes a dead letter (sealed in the store, with a reason
+//! naming the line and element) and is removed too, so no plaintext copy of the personal data
+//! it carries stays on disk. A process killed between the commit and the removal leaves the
+//! file in place: it is read again at the next run, every transaction is a duplicate, nothing
+//! counts twice, and it is removed. A failure on our side (disk, store) leaves the file for
+//! the next run, after the supervisor's backoff.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::audit::Actor;
 use crate::clock::Clock;
-use crate::config::PosConfig;
 use crate::inventory::InventoryError;
 use crate::inventory::ingest::{Ingest, IngestReport};
 
-/// Sub-folders of the inbox.
-pub const PROCESSED: &str = "processed";
-pub const REJECTED: &str = "rejected";
-
-/// The system actor of the drop folder.
-pub const INBOX_ACTOR: &str = "sync:poslog-inbox";
+use super::held::Held;
 
 /// Largest `POSLog` file read (a file is parsed whole).
 pub const MAX_FILE: u64 = 256 * 1024 * 1024;
@@ -72,11 +68,22 @@ pub async fn import_file(
     }
     let bytes = std::fs::read(path)
         .map_err(|e| FileError::Failed(format!("cannot read {}: {e}", path.display())))?;
-    let transactions = super::poslog::parse(&bytes, default_currency)
-        .map_err(|e| FileError::Refused(e.to_string()))?;
     let name = path
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    import_bytes(ingest, &bytes, &name, default_currency, actor).await
+}
+
+/// Parses and ingests the contents of one `POSLog` file, named `name`, as one batch.
+pub async fn import_bytes(
+    ingest: &Ingest,
+    bytes: &[u8],
+    name: &str,
+    default_currency: &str,
+    actor: Actor,
+) -> Result<IngestReport, FileError> {
+    let transactions = super::poslog::parse(bytes, default_currency)
+        .map_err(|e| FileError::Refused(e.to_string()))?;
     ingest
         .ingest(transactions, actor, &format!("poslog:{name}"), None)
         .await
@@ -93,117 +100,171 @@ pub struct Looks {
     sizes: HashMap<PathBuf, u64>,
 }
 
-/// Polls the inbox until the task is stopped.
-pub async fn watch(
-    ingest: Ingest,
-    inbox: PathBuf,
-    config: PosConfig,
-    clock: Arc<dyn Clock>,
-) -> std::io::Result<()> {
-    let mut seen = Looks::default();
-    loop {
-        if let Err(err) = look_once(&ingest, &inbox, &config, clock.as_ref(), &mut seen).await {
-            warn!(folder = %inbox.display(), error = %err, "POS inbox could not be read");
+/// What a folder connector needs for a run.
+#[derive(Debug)]
+pub struct Folder<'a> {
+    /// The connector's name: the audit actor is `sync:NAME`.
+    pub connector: &'a str,
+    pub folder: &'a Path,
+    pub settle: std::time::Duration,
+    pub currency: &'a str,
+    pub ingest: &'a Ingest,
+    pub held: &'a Held,
+    pub clock: &'a dyn Clock,
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default)]
+pub struct FolderRun {
+    /// Files imported (processed and removed from the folder).
+    pub files: u64,
+    /// Transactions they added, and those already known.
+    pub accepted: u64,
+    pub duplicates: u64,
+    /// Files refused and held as dead letters.
+    pub set_aside: u64,
+    /// The last file imported: the connector's cursor.
+    pub last_file: Option<String>,
+    /// `*.xml` files still in the folder after the run, and when the oldest was last changed.
+    pub waiting: u64,
+    pub oldest_waiting: Option<jiff::Timestamp>,
+}
+
+impl Folder<'_> {
+    fn actor(&self) -> Actor {
+        Actor::system(&format!("sync:{}", self.connector))
+    }
+
+    /// One look at the folder: every settled file is imported or set aside, in name order,
+    /// until `stop` says the server is stopping (the file in hand is finished first). An error
+    /// is a failure on our side, in words; the files it concerns stay for the next run.
+    pub async fn run(
+        &self,
+        looks: &mut Looks,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<FolderRun, String> {
+        let cannot =
+            |e: std::io::Error| format!("cannot read the folder {}: {e}", self.folder.display());
+        let mut run = FolderRun::default();
+        for path in self.settled(looks).map_err(cannot)? {
+            if stop() {
+                break;
+            }
+            let name = path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let bytes = read_whole(&path)?;
+            let outcome = match bytes {
+                Ok(bytes) => {
+                    match import_bytes(self.ingest, &bytes, &name, self.currency, self.actor())
+                        .await
+                    {
+                        Ok(report) => {
+                            let (accepted, duplicates) =
+                                (report.accepted as u64, report.duplicates as u64);
+                            self.held
+                                .archive(self.connector, &name, &bytes, accepted, duplicates)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            run.files += 1;
+                            run.accepted += accepted;
+                            run.duplicates += duplicates;
+                            run.last_file = Some(name.clone());
+                            info!(
+                                accepted = report.accepted,
+                                duplicates = report.duplicates,
+                                "poslog file processed"
+                            );
+                            Ok(())
+                        }
+                        Err(FileError::Refused(reason)) => Err((bytes, reason)),
+                        Err(FileError::Failed(err)) => return Err(err),
+                    }
+                }
+                Err(reason) => Err((Vec::new(), reason)),
+            };
+            if let Err((bytes, reason)) = outcome {
+                self.held
+                    .set_aside(self.connector, &name, &bytes, &reason, self.actor())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                run.set_aside += 1;
+                warn!(
+                    connector = self.connector,
+                    "poslog file refused; it is held as a dead letter"
+                );
+            }
+            std::fs::remove_file(&path)
+                .map_err(|e| format!("cannot remove {} after its import: {e}", path.display()))?;
+            looks.sizes.remove(&path);
         }
-        tokio::time::sleep(config.poll_interval).await;
+        self.count_waiting(&mut run).map_err(cannot)?;
+        Ok(run)
+    }
+
+    /// The settled `*.xml` files of the folder, in name order.
+    fn settled(&self, looks: &mut Looks) -> std::io::Result<Vec<PathBuf>> {
+        let now = self.clock.now();
+        let mut candidates = Vec::new();
+        for (path, meta) in xml_files(self.folder)? {
+            let modified = modified_at(&meta).unwrap_or(now);
+            let age = now.duration_since(modified);
+            let settled =
+                self.settle.is_zero() || (age.is_positive() && age.unsigned_abs() >= self.settle);
+            let same_size = looks.sizes.insert(path.clone(), meta.len()) == Some(meta.len());
+            if settled && same_size {
+                candidates.push(path);
+            }
+        }
+        looks.sizes.retain(|p, _| p.exists());
+        candidates.sort();
+        Ok(candidates)
+    }
+
+    fn count_waiting(&self, run: &mut FolderRun) -> std::io::Result<()> {
+        for (_, meta) in xml_files(self.folder)? {
+            run.waiting += 1;
+            let modified = modified_at(&meta).unwrap_or_else(|| self.clock.now());
+            if run.oldest_waiting.is_none_or(|oldest| modified < oldest) {
+                run.oldest_waiting = Some(modified);
+            }
+        }
+        Ok(())
     }
 }
 
-/// One look at the inbox: every settled file is processed and moved. Returns how many files were moved.
-pub async fn look_once(
-    ingest: &Ingest,
-    inbox: &Path,
-    config: &PosConfig,
-    clock: &dyn Clock,
-    seen: &mut Looks,
-) -> std::io::Result<usize> {
-    for sub in [PROCESSED, REJECTED] {
-        std::fs::create_dir_all(inbox.join(sub))?;
-    }
-    let now = clock.now();
-    let mut candidates = Vec::new();
-    for entry in std::fs::read_dir(inbox)? {
+/// The `*.xml` files of a folder (not dot-files, not `.part` files), with their metadata.
+fn xml_files(folder: &Path) -> std::io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || !name.to_ascii_lowercase().ends_with(".xml") {
             continue;
         }
         let meta = entry.metadata()?;
-        if !meta.is_file() {
-            continue;
-        }
-        let modified = meta
-            .modified()
-            .ok()
-            .and_then(|m| jiff::Timestamp::try_from(m).ok())
-            .unwrap_or(now);
-        let age = now.duration_since(modified);
-        let settled =
-            age.is_positive() && age.unsigned_abs() >= config.settle || config.settle.is_zero();
-        let path = entry.path();
-        let same_size = seen.sizes.insert(path.clone(), meta.len()) == Some(meta.len());
-        if settled && same_size {
-            candidates.push(path);
+        if meta.is_file() {
+            files.push((entry.path(), meta));
         }
     }
-    seen.sizes.retain(|p, _| p.exists());
-    candidates.sort();
-
-    let mut moved = 0;
-    for path in candidates {
-        let result = import_file(
-            ingest,
-            &path,
-            &config.default_currency,
-            Actor::system(INBOX_ACTOR),
-        )
-        .await;
-        match result {
-            Ok(report) => {
-                move_into(&path, &inbox.join(PROCESSED))?;
-                info!(
-                    accepted = report.accepted,
-                    duplicates = report.duplicates,
-                    "poslog file processed"
-                );
-            }
-            Err(FileError::Refused(reason)) => {
-                let target = move_into(&path, &inbox.join(REJECTED))?;
-                let mut reason_file = target.into_os_string();
-                reason_file.push(".reason");
-                crate::store::files::write_atomic(
-                    Path::new(&reason_file),
-                    format!("{reason}\n").as_bytes(),
-                    0o640,
-                )?;
-                warn!("poslog file rejected; the reason is beside it in rejected/");
-            }
-            Err(FileError::Failed(err)) => {
-                warn!(error = %err, "poslog file left in the inbox for the next look");
-                continue;
-            }
-        }
-        seen.sizes.remove(&path);
-        moved += 1;
-    }
-    Ok(moved)
+    Ok(files)
 }
 
-/// Moves a file into `folder`, keeping its name (with `.1`, `.2`... when taken); returns where
-/// it went.
-fn move_into(path: &Path, folder: &Path) -> std::io::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .map(std::ffi::OsStr::to_os_string)
-        .unwrap_or_default();
-    let mut target = folder.join(&name);
-    let mut n = 0;
-    while target.exists() {
-        n += 1;
-        let mut numbered = name.clone();
-        numbered.push(format!(".{n}"));
-        target = folder.join(numbered);
+fn modified_at(meta: &std::fs::Metadata) -> Option<jiff::Timestamp> {
+    meta.modified()
+        .ok()
+        .and_then(|m| jiff::Timestamp::try_from(m).ok())
+}
+
+/// Reads a file whole: `Ok(Err(reason))` when it is too large to take (it is set aside),
+/// `Err` when it cannot be read (it stays for the next run).
+fn read_whole(path: &Path) -> Result<Result<Vec<u8>, String>, String> {
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let size = std::fs::metadata(path).map_err(cannot)?.len();
+    if size > MAX_FILE {
+        return Ok(Err(format!(
+            "the file is {size} bytes; split it into files under {MAX_FILE} bytes"
+        )));
     }
-    std::fs::rename(path, &target)?;
-    Ok(target)
+    std::fs::read(path).map(Ok).map_err(cannot)
 }

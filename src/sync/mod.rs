@@ -1,5 +1,11 @@
-//! Connectors to the stores' systems: parsers of what registers and ERPs send, and (as they
-//! arrive) the supervisor that schedules them.
+//! Connectors to the stores' systems and the supervisor that schedules them: parsers of what
+//! registers send, the `POSLog` folder connector, the sealed store of processed files and dead
+//! letters, and the schedule (intervals, peak windows, backoff).
 
+pub mod held;
 pub mod inbox;
 pub mod poslog;
+pub mod schedule;
+pub mod supervisor;
+
+pub use supervisor::{ConnectorState, ConnectorView, Replay, Supervisor, SyncError};

@@ -18,6 +18,7 @@ pub mod privacy;
 pub mod routes;
 pub mod shell;
 pub mod signin;
+pub mod sync;
 pub mod tls;
 pub mod upload;
 pub mod webhooks;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub customers: crate::crm::Customers,
     /// Catalog, stock ledger and sales ingest.
     pub ingest: crate::inventory::ingest::Ingest,
+    /// The sync supervisor: connectors, their state and dead letters.
+    pub sync: crate::sync::Supervisor,
     pub accounts: Accounts,
     pub sessions: Sessions,
     pub throttle: Throttle,

@@ -12,6 +12,7 @@ use crate::domain::account::Role;
 use super::guard::{self, ANY_ROLE, ANY_SCOPE, Policy};
 use super::{
     account, admin, api, api_customers, audit, customer_files, customers, inventory, pages, signin,
+    sync,
 };
 
 /// One route.
@@ -30,6 +31,8 @@ const MERGERS: &[Role] = &[Role::Manager, Role::Admin];
 /// Who answers privacy requests.
 const PRIVACY: &[Role] = &[Role::Compliance];
 const AUDIT_READERS: &[Role] = &[Role::Compliance, Role::Admin];
+/// Who watches the connectors' health (admins also act on them).
+const SYNC_WATCHERS: &[Role] = &[Role::Manager, Role::Admin];
 /// Who changes the catalog and stock by hand or through the API.
 const STOCK_KEEPERS: &[Role] = &[Role::Manager, Role::Admin];
 
@@ -116,6 +119,14 @@ pub fn table() -> Vec<Endpoint> {
         endpoint!(POST "/customers/{id}/notes", Staff(customers::EDITORS), "Add a note to a customer's timeline", customers::add_note),
         endpoint!(GET "/products", Staff(ANY_ROLE), "Products: the catalog with one search box", inventory::products_page),
         endpoint!(GET "/products/{sku}", Staff(ANY_ROLE), "A product, its stock per location and recent movements", inventory::product_page),
+        endpoint!(GET "/sync", Staff(SYNC_WATCHERS), "Sync: every connector's health and the dead letters", sync::index),
+        endpoint!(GET "/sync/connectors/{name}", Staff(SYNC_WATCHERS), "A connector: schedule, state, dead letters, processed files", sync::connector),
+        endpoint!(POST "/sync/connectors/{name}/run", Staff(ADMIN), "Run a connector now", sync::run_now),
+        endpoint!(POST "/sync/connectors/{name}/pause", Staff(ADMIN), "Pause a connector", sync::pause),
+        endpoint!(POST "/sync/connectors/{name}/resume", Staff(ADMIN), "Resume a connector", sync::resume),
+        endpoint!(GET "/sync/dead-letters/{id}", Staff(ADMIN), "A dead letter: reason and contents (an audited read)", sync::dead_letter),
+        endpoint!(POST "/sync/dead-letters/{id}/replay", Staff(ADMIN), "Import a dead letter again", sync::replay),
+        endpoint!(POST "/sync/dead-letters/{id}/discard", Staff(ADMIN), "Discard a dead letter", sync::discard),
         endpoint!(GET "/privacy", Staff(PRIVACY), "Privacy requests and retention review", super::privacy::index),
         endpoint!(GET "/privacy/customers/{id}", Staff(PRIVACY), "A customer's privacy actions", super::privacy::customer),
         endpoint!(POST "/privacy/customers/{id}/export", Staff(PRIVACY), "Subject access export (JSON)", super::privacy::export),
@@ -123,6 +134,7 @@ pub fn table() -> Vec<Endpoint> {
         endpoint!(POST "/privacy/customers/{id}/legal-hold", Staff(PRIVACY), "Set or lift a legal hold", super::privacy::legal_hold),
         endpoint!(POST "/privacy/retention/erase", Staff(PRIVACY), "Erase customers past the retention period", super::privacy::retention_erase),
         endpoint!(GET "/api/v1/openapi.json", Public, "This OpenAPI document", api::openapi),
+        endpoint!(GET "/api/v1/sync/connectors", Api { roles: SYNC_WATCHERS, scope: "read:sync" }, "Health of every connector, for monitoring", sync::api_connectors),
         endpoint!(GET "/api/v1/me", Api { roles: ANY_ROLE, scope: ANY_SCOPE }, "The calling user or token", api::me),
         endpoint!(GET "/api/v1/locations", Api { roles: ANY_ROLE, scope: "read:locations" }, "Locations the caller may see", api::locations),
         endpoint!(GET "/api/v1/products", Api { roles: ANY_ROLE, scope: "read:inventory" }, "Products by SKU (?q=&limit=&cursor=)", inventory::list_products),

@@ -41,6 +41,7 @@ const NAV: &[(&str, &str, &[Role])] = &[
     ("Users", "/admin/users", &[Role::Admin]),
     ("Locations", "/admin/locations", &[Role::Admin]),
     ("Tokens", "/admin/tokens", &[Role::Admin]),
+    ("Sync", "/sync", &[Role::Manager, Role::Admin]),
     ("Audit", "/audit", &[Role::Compliance, Role::Admin]),
     (
         "Duplicates",

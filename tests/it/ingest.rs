@@ -16,6 +16,7 @@ use clientele::domain::account::Role;
 use clientele::domain::customer::Identity;
 use clientele::domain::sale::TransactionKey;
 use clientele::inventory::ingest::Ingest;
+use clientele::sync::held::{DeadLetter, Held};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -281,16 +282,41 @@ fn drop_file(inbox: &Path, name: &str, contents: &str) {
     std::fs::rename(&part, inbox.join(name)).unwrap();
 }
 
-/// Waits (up to 20 s) for the watcher to move `name` into `sub`.
-async fn moved_to(inbox: &Path, sub: &str, name: &str) -> PathBuf {
-    let target = inbox.join(sub).join(name);
+/// Waits (up to 20 s) for the connector to take `name` out of the folder; returns the dead
+/// letter made of it when it was refused.
+async fn taken(app: &TestApp, name: &str) -> Option<DeadLetter> {
+    let inbox = inbox(app);
     for _ in 0..400 {
-        if target.exists() && !inbox.join(name).exists() {
-            return target;
+        if !inbox.join(name).exists() {
+            let held = Held::new(
+                store(app),
+                Arc::new(SystemClock),
+                Arc::new(SystemRandom::new()),
+            );
+            return held
+                .dead_letters()
+                .unwrap()
+                .into_iter()
+                .find(|letter| letter.name == name);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{name} did not reach {sub}/");
+    panic!("{name} was not taken from the folder");
+}
+
+/// Waits for `name` to be imported.
+async fn processed(app: &TestApp, name: &str) {
+    if let Some(letter) = taken(app, name).await {
+        panic!("{name} was refused: {}", letter.reason);
+    }
+}
+
+/// Waits for `name` to be refused; returns the reason.
+async fn refused(app: &TestApp, name: &str) -> String {
+    taken(app, name)
+        .await
+        .unwrap_or_else(|| panic!("{name} was imported"))
+        .reason
 }
 
 fn find_customer(app: &TestApp, loyalty: &str) -> Option<Id> {
@@ -313,7 +339,7 @@ async fn a_dropped_poslog_file_moves_stock_and_fills_the_customer_once() {
 
     let inbox = inbox(&app);
     drop_file(&inbox, "day1.xml", &day_file());
-    moved_to(&inbox, "processed", "day1.xml").await;
+    processed(&app, "day1.xml").await;
 
     // Two sold by GTIN, one returned; the voided sale moves nothing.
     assert_eq!(api.available(&app, "SKU-SCARF", "S001").await, 9_000);
@@ -373,9 +399,9 @@ async fn a_dropped_poslog_file_moves_stock_and_fills_the_customer_once() {
     assert!(product.contains("S001/3/2026-11-27/1002"), "{product}");
 
     // The same file again (a register re-sending, or a process killed after the commit and
-    // before the move) changes nothing.
+    // before the removal) changes nothing.
     drop_file(&inbox, "day1-again.xml", &day_file());
-    moved_to(&inbox, "processed", "day1-again.xml").await;
+    processed(&app, "day1-again.xml").await;
     assert_eq!(api.available(&app, "SKU-SCARF", "S001").await, 9_000);
     assert_eq!(api.available(&app, "APPLES", "S001").await, 4_580);
     assert_eq!(ingest.summary(customer).unwrap().purchases, 1);
@@ -411,8 +437,7 @@ async fn bad_files_are_set_aside_with_a_reason_and_change_nothing() {
         "<Total TotalType=\"TransactionGrandAmount\">59.90</Total>",
     );
     drop_file(&inbox, "totals.xml", &poslog(&[good.clone(), mismatched]));
-    let rejected = moved_to(&inbox, "rejected", "totals.xml").await;
-    let reason = std::fs::read_to_string(format!("{}.reason", rejected.display())).unwrap();
+    let reason = refused(&app, "totals.xml").await;
     assert!(reason.contains("do not add up"), "{reason}");
     assert!(reason.contains("line "), "{reason}");
 
@@ -425,15 +450,13 @@ async fn bad_files_are_set_aside_with_a_reason_and_change_nothing() {
         "",
     );
     drop_file(&inbox, "negative.xml", &poslog(&[good.clone(), negative]));
-    let rejected = moved_to(&inbox, "rejected", "negative.xml").await;
-    let reason = std::fs::read_to_string(format!("{}.reason", rejected.display())).unwrap();
+    let reason = refused(&app, "negative.xml").await;
     assert!(reason.contains("negative"), "{reason}");
 
     // Malformed XML (cut short, as a file still being written would be).
     let whole = poslog(std::slice::from_ref(&good));
     drop_file(&inbox, "cut.xml", &whole[..whole.len() / 2]);
-    let rejected = moved_to(&inbox, "rejected", "cut.xml").await;
-    let reason = std::fs::read_to_string(format!("{}.reason", rejected.display())).unwrap();
+    let reason = refused(&app, "cut.xml").await;
     assert!(reason.contains("cut short"), "{reason}");
 
     // Files that are not XML, or still being written under another name, are left alone.
@@ -444,7 +467,7 @@ async fn bad_files_are_set_aside_with_a_reason_and_change_nothing() {
 
     // The good transaction alone goes through.
     drop_file(&inbox, "good.xml", &whole);
-    moved_to(&inbox, "processed", "good.xml").await;
+    processed(&app, "good.xml").await;
     assert_eq!(api.available(&app, "SKU-SCARF", "S001").await, 9_000);
     assert!(inbox.join("notes.txt").exists());
     assert!(inbox.join("late.xml.part").exists());
