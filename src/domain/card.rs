@@ -65,6 +65,101 @@ pub fn mask_card_numbers(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Elements whose text is exempt in [`mask_card_numbers_in_xml`]: article numbers, loyalty
+/// cards and phones, by a part of their local name.
+const EXEMPT_ELEMENTS: &[&str] = &[
+    "GTIN",
+    "UPC",
+    "EAN",
+    "Barcode",
+    "ItemID",
+    "POSIdentity",
+    "Loyalty",
+    "Phone",
+    "Telephone",
+];
+
+/// Masks card numbers in an XML document kept as it arrived (a `POSLog` file held by a
+/// connector): in text, attribute values, comments and CDATA, except the text of article
+/// number, loyalty and phone elements. Tags and structure are kept byte for byte, so a masked
+/// file parses to the same transactions (whose card fields the parser masks anyway). Borrows
+/// when there is nothing to mask.
+#[must_use]
+pub fn mask_card_numbers_in_xml(bytes: &[u8]) -> Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut open: Vec<&[u8]> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let (end, exempt_text) = if bytes[i] == b'<' {
+            let end = markup_end(bytes, i);
+            let tag = &bytes[i + 1..end.saturating_sub(1).max(i + 1)];
+            if let Some(closing) = tag.strip_prefix(b"/") {
+                let name = element_name(closing);
+                if let Some(at) = open.iter().rposition(|n| *n == name) {
+                    open.truncate(at);
+                }
+            } else if !tag.starts_with(b"?") && !tag.starts_with(b"!") && !tag.ends_with(b"/") {
+                open.push(element_name(tag));
+            }
+            let cdata = tag.starts_with(b"![CDATA[");
+            (end, cdata && exempt(open.last().copied()))
+        } else {
+            let end = bytes[i..]
+                .iter()
+                .position(|&b| b == b'<')
+                .map_or(bytes.len(), |at| i + at);
+            (end, exempt(open.last().copied()))
+        };
+        let piece = &bytes[i..end];
+        if !exempt_text {
+            let text = String::from_utf8_lossy(piece);
+            if let Cow::Owned(masked) = mask_card_numbers(&text) {
+                let buf = out.get_or_insert_with(|| bytes[..i].to_vec());
+                buf.extend_from_slice(masked.as_bytes());
+                i = end;
+                continue;
+            }
+        }
+        if let Some(buf) = out.as_mut() {
+            buf.extend_from_slice(piece);
+        }
+        i = end;
+    }
+    out.map_or(Cow::Borrowed(bytes), Cow::Owned)
+}
+
+/// One past the end of the markup starting at `start` (`<...>`, a comment or CDATA).
+fn markup_end(bytes: &[u8], start: usize) -> usize {
+    let rest = &bytes[start..];
+    let close: &[u8] = if rest.starts_with(b"<!--") {
+        b"-->"
+    } else if rest.starts_with(b"<![CDATA[") {
+        b"]]>"
+    } else {
+        b">"
+    };
+    rest.windows(close.len())
+        .position(|w| w == close)
+        .map_or(bytes.len(), |at| start + at + close.len())
+}
+
+/// The local name of an element from the inside of its tag (`acme:Loyalty a="1"`).
+fn element_name(tag: &[u8]) -> &[u8] {
+    let name = tag
+        .split(|b| b.is_ascii_whitespace() || *b == b'/')
+        .next()
+        .unwrap_or_default();
+    name.rsplit(|b| *b == b':').next().unwrap_or(name)
+}
+
+fn exempt(element: Option<&[u8]>) -> bool {
+    element.is_some_and(|name| {
+        EXEMPT_ELEMENTS
+            .iter()
+            .any(|part| name.windows(part.len()).any(|w| w == part.as_bytes()))
+    })
+}
+
 /// Whether `text` holds a card number anywhere.
 #[must_use]
 pub fn contains_card_number(text: &str) -> bool {
@@ -139,6 +234,36 @@ fn scheme_prefix(digits: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn xml_copies_lose_card_numbers_but_keep_article_loyalty_and_phone_numbers() {
+        let xml = "<?xml version=\"1.0\"?><POSLog><!-- 4111 1111 1111 1111 -->\
+            <Tender Ref=\"5555555555554444\"><PrimaryAccountNumber>4111111111111111\
+            </PrimaryAccountNumber></Tender><Sale><ItemID>4111111111111111</ItemID>\
+            <acme:LoyaltyCard>4111111111111111</acme:LoyaltyCard><Empty/>\
+            <Note><![CDATA[card 4111-1111-1111-1111]]></Note></Sale></POSLog>";
+        let masked = mask_card_numbers_in_xml(xml.as_bytes());
+        let text = std::str::from_utf8(&masked).unwrap();
+        assert!(!text.contains("4111 1111 1111 1111"), "{text}");
+        assert!(!text.contains("4111-1111-1111-1111"), "{text}");
+        assert!(!text.contains("5555555555554444"), "{text}");
+        assert!(
+            text.contains("<PrimaryAccountNumber>411111******1111"),
+            "{text}"
+        );
+        assert!(text.contains("<ItemID>4111111111111111</ItemID>"), "{text}");
+        assert!(
+            text.contains("<acme:LoyaltyCard>4111111111111111<"),
+            "{text}"
+        );
+        assert!(
+            text.contains("<Empty/><Note><![CDATA[card 411111******1111]]></Note>"),
+            "{text}"
+        );
+        let clean = b"<POSLog><Sale><ItemID>42</ItemID></Sale></POSLog>";
+        assert!(matches!(mask_card_numbers_in_xml(clean), Cow::Borrowed(_)));
+    }
+
     use super::*;
 
     #[test]

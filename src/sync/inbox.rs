@@ -29,6 +29,9 @@ use crate::inventory::ingest::{Ingest, IngestReport};
 
 use super::held::Held;
 
+/// Wait before the second look at files seen for the first time.
+const SECOND_LOOK: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Largest `POSLog` file read (a file is parsed whole).
 pub const MAX_FILE: u64 = 256 * 1024 * 1024;
 
@@ -146,14 +149,23 @@ impl Folder<'_> {
         let cannot =
             |e: std::io::Error| format!("cannot read the folder {}: {e}", self.folder.display());
         let mut run = FolderRun::default();
-        for path in self.settled(looks).map_err(cannot)? {
+        let (mut ready, unseen) = self.settled(looks).map_err(cannot)?;
+        if unseen {
+            // Files seen for the first time get their second look within this run, so a run
+            // started by hand does not wait for the next one.
+            tokio::time::sleep(SECOND_LOOK).await;
+            ready = self.settled(looks).map_err(cannot)?.0;
+        }
+        for path in ready {
             if stop() {
                 break;
             }
             let name = path
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            let bytes = read_whole(&path)?;
+            // What is held in the store never carries a card number.
+            let bytes = read_whole(&path)?
+                .map(|bytes| crate::domain::card::mask_card_numbers_in_xml(&bytes).into_owned());
             let outcome = match bytes {
                 Ok(bytes) => {
                     match import_bytes(self.ingest, &bytes, &name, self.currency, self.actor())
@@ -202,23 +214,27 @@ impl Folder<'_> {
         Ok(run)
     }
 
-    /// The settled `*.xml` files of the folder, in name order.
-    fn settled(&self, looks: &mut Looks) -> std::io::Result<Vec<PathBuf>> {
+    /// The settled `*.xml` files of the folder, in name order, and whether some were passed
+    /// over only because this was the first look at them.
+    fn settled(&self, looks: &mut Looks) -> std::io::Result<(Vec<PathBuf>, bool)> {
         let now = self.clock.now();
         let mut candidates = Vec::new();
+        let mut unseen = false;
         for (path, meta) in xml_files(self.folder)? {
             let modified = modified_at(&meta).unwrap_or(now);
             let age = now.duration_since(modified);
             let settled =
                 self.settle.is_zero() || (age.is_positive() && age.unsigned_abs() >= self.settle);
-            let same_size = looks.sizes.insert(path.clone(), meta.len()) == Some(meta.len());
-            if settled && same_size {
+            let before = looks.sizes.insert(path.clone(), meta.len());
+            if settled && before == Some(meta.len()) {
                 candidates.push(path);
+            } else if settled && before.is_none() {
+                unseen = true;
             }
         }
         looks.sizes.retain(|p, _| p.exists());
         candidates.sort();
-        Ok(candidates)
+        Ok((candidates, unseen))
     }
 
     fn count_waiting(&self, run: &mut FolderRun) -> std::io::Result<()> {

@@ -506,6 +506,8 @@ async fn sleep_or_park(wait: Option<Duration>) {
 /// A connector's task: wait for the schedule, a wake-up or the stop, then run.
 async fn drive(inner: Arc<Inner>, slot: Arc<Slot>) {
     let mut stop = inner.stop.subscribe();
+    // The first run comes at start, not one interval later.
+    let mut first = true;
     loop {
         if *stop.borrow_and_update() {
             break;
@@ -520,7 +522,11 @@ async fn drive(inner: Arc<Inner>, slot: Arc<Slot>) {
                 }
             }
         };
-        let wait = inner.wait(&slot, &state);
+        let wait = match inner.wait(&slot, &state) {
+            Some(_) if first => Some(Duration::ZERO),
+            wait => wait,
+        };
+        first = false;
         *crate::lock(&slot.next_run_at) = wait.and_then(|wait| {
             jiff::SignedDuration::try_from(wait)
                 .ok()

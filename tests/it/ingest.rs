@@ -26,7 +26,7 @@ use crate::web::{TestApp, plain_client};
 // --- POSLog fixtures ---
 
 /// A `POSLog` document around `transactions`, with a vendor namespace.
-fn poslog(transactions: &[String]) -> String {
+pub(crate) fn poslog(transactions: &[String]) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<POSLog \
          xmlns=\"http://www.nrf-arts.org/IXRetail/namespace/\" \
@@ -45,7 +45,7 @@ fn cents(value: i64) -> String {
 }
 
 /// An item line: `<Sale>` or `<Return>` of `item`, `quantity` as the register prints it.
-fn item(seq: u32, tag: &str, id: &str, quantity: &str, amount: i64) -> String {
+pub(crate) fn item(seq: u32, tag: &str, id: &str, quantity: &str, amount: i64) -> String {
     format!(
         "<LineItem><SequenceNumber>{seq}</SequenceNumber><{tag} ItemType=\"Stock\">\
          <ItemID>{id}</ItemID><Description>Item {id}</Description>\
@@ -59,7 +59,7 @@ fn item(seq: u32, tag: &str, id: &str, quantity: &str, amount: i64) -> String {
 
 /// A retail transaction paid (or refunded) by card, with `extra` inside the transaction
 /// (customer, vendor elements) and `total` as the register's grand total.
-fn retail(store: &str, seq: u64, lines: &[String], total: i64, extra: &str) -> String {
+pub(crate) fn retail(store: &str, seq: u64, lines: &[String], total: i64, extra: &str) -> String {
     let refund = total < 0;
     format!(
         "<Transaction><RetailStoreID>{store}</RetailStoreID><WorkstationID>3</WorkstationID>\
@@ -148,12 +148,12 @@ async fn start_with_inbox() -> TestApp {
     }
 }
 
-fn store(app: &TestApp) -> clientele::store::Store {
+pub(crate) fn store(app: &TestApp) -> clientele::store::Store {
     app.app.as_ref().unwrap().store.clone()
 }
 
 /// An integration token with these scopes.
-async fn token(app: &TestApp, scopes: &[&str]) -> String {
+pub(crate) async fn token(app: &TestApp, scopes: &[&str]) -> String {
     let tokens = Tokens::new(
         store(app),
         Arc::new(SystemClock),
@@ -182,7 +182,7 @@ fn customers(app: &TestApp) -> Customers {
 }
 
 /// Tokens for each kind of caller, and a client.
-struct Api {
+pub(crate) struct Api {
     client: reqwest::Client,
     catalog: String,
     erp: String,
@@ -191,7 +191,7 @@ struct Api {
 }
 
 impl Api {
-    async fn new(app: &TestApp) -> Self {
+    pub(crate) async fn new(app: &TestApp) -> Self {
         Self {
             client: plain_client(app.dir.path()),
             catalog: token(app, &["write:catalog", "read:inventory"]).await,
@@ -201,7 +201,7 @@ impl Api {
         }
     }
 
-    async fn product(&self, app: &TestApp, sku: &str, gtin: Option<&str>) {
+    pub(crate) async fn product(&self, app: &TestApp, sku: &str, gtin: Option<&str>) {
         let res = self
             .client
             .put(app.url(&format!("/api/v1/products/{sku}")))
@@ -221,7 +221,7 @@ impl Api {
         );
     }
 
-    async fn receive(&self, app: &TestApp, sku: &str, location: &str, milli: i64) {
+    pub(crate) async fn receive(&self, app: &TestApp, sku: &str, location: &str, milli: i64) {
         let res = self
             .client
             .post(app.url("/api/v1/stock/movements"))
@@ -255,7 +255,7 @@ impl Api {
         body["items"][0].clone()
     }
 
-    async fn available(&self, app: &TestApp, sku: &str, location: &str) -> i64 {
+    pub(crate) async fn available(&self, app: &TestApp, sku: &str, location: &str) -> i64 {
         self.availability(app, sku, location).await["available_milli"]
             .as_i64()
             .unwrap()

@@ -22,6 +22,7 @@ mod ingest;
 mod service;
 mod store;
 mod support;
+mod sync;
 mod upgrade;
 mod web;
 mod webhooks;
