@@ -94,7 +94,8 @@ impl Default for WebhooksConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PosConfig {
     /// Folder the registers drop `POSLog` files into (`*.xml`); polled by the server. Files are
-    /// moved to `processed/` or `rejected/` beside them. None: no folder is watched.
+    /// taken out of it and kept sealed in the store. Shorthand for a `[[sync.connectors]]` entry
+    /// named `pos-inbox`. None: no folder is watched.
     pub inbox: Option<PathBuf>,
     /// How often the folder is looked at.
     #[serde(deserialize_with = "duration")]
