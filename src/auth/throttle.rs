@@ -31,8 +31,10 @@ impl Throttle {
     pub fn retry_after(&self, account: &str, address: &str, now: Timestamp) -> Option<i64> {
         let wait = |map: &Mutex<HashMap<String, Failures>>, key: &str| {
             lock(map).get(key).and_then(|f| {
-                let left = f.until.duration_since(now).as_secs();
-                (left > 0).then_some(left)
+                // Rounded up: a wait of 0.4 s is still a wait.
+                let left = f.until.duration_since(now);
+                left.is_positive()
+                    .then(|| left.as_secs() + i64::from(left.subsec_nanos() > 0))
             })
         };
         let account = normalise(account);

@@ -296,6 +296,7 @@ async fn every_route_enforces_its_policy() {
             .replace("{sku}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
             .replace("{location}", "S001")
             .replace("{handle}", "00")
+            .replace("{name}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
             .replace("{file}", "app.css");
         let request = |client: &reqwest::Client| client.request(method.clone(), app.url(&path));
         let status = request(&anonymous).send().await.unwrap().status();

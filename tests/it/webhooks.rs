@@ -173,6 +173,22 @@ async fn a_signed_shopify_order_is_ingested_once_and_forgeries_are_refused() {
         .unwrap();
     assert_ne!(answer.status(), StatusCode::OK);
 
+    // Guessing signatures: after the third bad one in a row the address waits, answered 429
+    // with Retry-After and no audit entry, even with a good signature, until the wait ends.
+    for n in 0..2 {
+        let answer = post(&client, &hooks, &body, &forged, &format!("wh-guess-{n}")).await;
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    }
+    let answer = post(&client, &hooks, &body, &forged, "wh-guess-2").await;
+    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(answer.headers().contains_key("retry-after"));
+    let answer = post(&client, &hooks, &body, &sign(&body), "wh-2").await;
+    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(rejections(&hooks).len(), 4);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let answer = post(&client, &hooks, &body, &sign(&body), "wh-2").await;
+    assert_eq!(answer.status(), StatusCode::OK);
+
     hooks.app.stop().await;
 }
 
