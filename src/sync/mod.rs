@@ -5,6 +5,7 @@
 pub mod held;
 pub mod inbox;
 pub mod poslog;
+pub mod push;
 pub mod schedule;
 pub mod supervisor;
 

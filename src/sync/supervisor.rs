@@ -28,6 +28,7 @@ use crate::store::{ChangeSet, Store, StoreError, Table};
 
 use super::held::{DeadLetter, Held};
 use super::inbox::{FileError, Folder, Looks, import_bytes};
+use super::push::{self, PushSources};
 use super::schedule::{backoff, interval_at};
 
 /// Each connector's persisted state, by name.
@@ -132,6 +133,7 @@ struct Inner {
     /// `[pos] default_currency`, for a letter whose connector is gone.
     default_currency: String,
     slots: Vec<Arc<Slot>>,
+    push: PushSources,
     stop: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -178,6 +180,16 @@ impl Supervisor {
             })
             .collect();
         let (stop, _) = watch::channel(false);
+        let push = PushSources::default();
+        push.register(push::POS_API, "JSON ingest API");
+        if config.webhooks.listen.is_some() {
+            if config.webhooks.square_signature_key_file.is_some() {
+                push.register(push::SQUARE_WEBHOOK, "Square webhook");
+            }
+            if config.webhooks.shopify_secret_file.is_some() {
+                push.register(push::SHOPIFY_WEBHOOK, "Shopify webhook");
+            }
+        }
         let supervisor = Self {
             inner: Arc::new(Inner {
                 held: Held::new(store.clone(), Arc::clone(&clock), Arc::clone(&random)),
@@ -188,6 +200,7 @@ impl Supervisor {
                 config: config.sync.clone(),
                 default_currency: config.pos.default_currency.clone(),
                 slots,
+                push,
                 stop,
                 tasks: std::sync::Mutex::default(),
             }),
@@ -212,6 +225,12 @@ impl Supervisor {
                 task.abort();
             }
         }
+    }
+
+    /// The counters of the connectors that are pushed to (JSON API, webhooks).
+    #[must_use]
+    pub fn push(&self) -> &PushSources {
+        &self.inner.push
     }
 
     /// The sealed store of processed files and dead letters.

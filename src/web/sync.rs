@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::domain::account::Role;
 use crate::sync::held::{Archived, DeadLetter};
+use crate::sync::push::PushView;
 use crate::sync::{ConnectorView, Replay, SyncError};
 
 use super::error::WebError;
@@ -185,11 +186,42 @@ fn shell(who: &SignedIn, title: impl Into<String>, done: &Done) -> Shell {
     }
 }
 
+/// A push connector's line.
+#[derive(Debug)]
+struct PushRow {
+    name: &'static str,
+    kind: &'static str,
+    last_received: String,
+    last_success: String,
+    requests: u64,
+    items: u64,
+    refused: u64,
+    last_error: Option<String>,
+}
+
+fn push_row(view: &PushView, now: Timestamp) -> PushRow {
+    let health = &view.health;
+    PushRow {
+        name: view.name,
+        kind: view.kind,
+        last_received: ago(now, health.last_received_at),
+        last_success: ago(now, health.last_success_at),
+        requests: health.requests,
+        items: health.items,
+        refused: health.refused,
+        last_error: health
+            .last_error
+            .as_ref()
+            .map(|error| format!("{error} ({})", ago(now, health.last_error_at))),
+    }
+}
+
 #[derive(Debug, Template)]
 #[template(path = "sync/index.html")]
 struct IndexPage {
     shell: Shell,
     rows: Vec<Row>,
+    pushes: Vec<PushRow>,
     letters: Vec<LetterRow>,
     can_act: bool,
     keep_processed: String,
@@ -211,6 +243,13 @@ pub async fn index(
         &IndexPage {
             shell: shell(&who, "Sync", &done),
             rows: views.iter().map(|v| row(v, now)).collect(),
+            pushes: state
+                .sync
+                .push()
+                .views()
+                .iter()
+                .map(|v| push_row(v, now))
+                .collect(),
             letters: letters.iter().map(|l| letter_row(l, now)).collect(),
             can_act: who.user.role == Role::Admin,
             keep_processed: duration(state.config.sync.keep_processed),
@@ -435,5 +474,25 @@ pub async fn api_connectors(
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "connectors": body })))
+    let pushed: Vec<_> = state
+        .sync
+        .push()
+        .views()
+        .iter()
+        .map(|view| {
+            let h = &view.health;
+            serde_json::json!({
+                "name": view.name,
+                "kind": view.kind,
+                "requests": h.requests,
+                "items": h.items,
+                "refused": h.refused,
+                "last_received_at": h.last_received_at,
+                "last_success_at": h.last_success_at,
+                "last_error": h.last_error,
+                "last_error_at": h.last_error_at,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "connectors": body, "pushed": pushed })))
 }

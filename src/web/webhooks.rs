@@ -178,24 +178,61 @@ fn header<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// How a delivery ended, before it becomes the answer.
+enum Delivery {
+    /// 200 with `{"status": ...}`: `accepted`, `duplicate` or `ignored`.
+    Answered(&'static str),
+    /// Refused before reading the body: the answer and why.
+    Refused(HttpResponse, &'static str),
+}
+
+/// The answer to a delivery, counted on the Sync page under `source`.
+fn noted(
+    state: &AppState,
+    source: &'static str,
+    delivery: Result<Delivery, WebError>,
+) -> Result<HttpResponse, WebError> {
+    let now = state.clock.now();
+    let push = state.sync.push();
+    match delivery {
+        Ok(Delivery::Answered(status)) => {
+            push.accepted(source, u64::from(status == "accepted"), now);
+            Ok(answer(status))
+        }
+        Ok(Delivery::Refused(response, reason)) => {
+            push.refused(source, reason, now);
+            Ok(response)
+        }
+        Err(err) => {
+            let reason = match &err {
+                WebError::BadRequest(message) => message.clone(),
+                _ => "failed on our side; the provider will send it again".to_owned(),
+            };
+            push.refused(source, &reason, now);
+            Err(err)
+        }
+    }
+}
+
 /// 429 when the client address sent too many bad signatures for `provider` lately.
 fn throttled(
     state: &AppState,
     keys: &WebhookKeys,
     req: &HttpRequest,
     provider: &'static str,
-) -> Option<HttpResponse> {
+) -> Option<Delivery> {
     let address = super::signin::client_address(req);
     let wait = keys.throttle.retry_after(
         &format!("{provider}@{address}"),
         &address,
         state.clock.now(),
     )?;
-    Some(
+    Some(Delivery::Refused(
         HttpResponse::TooManyRequests()
             .insert_header(("Retry-After", wait.to_string()))
             .finish(),
-    )
+        "too many bad signatures from one address; it waits",
+    ))
 }
 
 /// 401 and a `webhook.rejected` entry; the failure counts toward the address's throttle.
@@ -205,7 +242,7 @@ async fn rejected(
     req: &HttpRequest,
     provider: &'static str,
     signature_given: bool,
-) -> Result<HttpResponse, WebError> {
+) -> Result<Delivery, WebError> {
     let reason = if signature_given {
         "signature does not match"
     } else {
@@ -223,7 +260,10 @@ async fn rejected(
         .target("webhook", provider)
         .denied(reason);
     state.audit.record(event).await?;
-    Ok(HttpResponse::Unauthorized().finish())
+    Ok(Delivery::Refused(
+        HttpResponse::Unauthorized().finish(),
+        reason,
+    ))
 }
 
 fn answer(status: &str) -> HttpResponse {
@@ -237,32 +277,42 @@ pub async fn shopify(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, WebError> {
-    if let Some(wait) = throttled(&state, &keys, &req, "shopify") {
+    let delivery = shopify_delivery(&state, &keys, &req, &body).await;
+    noted(&state, crate::sync::push::SHOPIFY_WEBHOOK, delivery)
+}
+
+async fn shopify_delivery(
+    state: &AppState,
+    keys: &WebhookKeys,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<Delivery, WebError> {
+    if let Some(wait) = throttled(state, keys, req, "shopify") {
         return Ok(wait);
     }
-    let signature = header(&req, "x-shopify-hmac-sha256");
-    if !keys.shopify_signed(signature, &body) {
-        return rejected(&state, &keys, &req, "shopify", signature.is_some()).await;
+    let signature = header(req, "x-shopify-hmac-sha256");
+    if !keys.shopify_signed(signature, body) {
+        return rejected(state, keys, req, "shopify", signature.is_some()).await;
     }
-    let Some(id) = header(&req, "x-shopify-webhook-id").filter(|id| valid_id(id)) else {
+    let Some(id) = header(req, "x-shopify-webhook-id").filter(|id| valid_id(id)) else {
         return Err(WebError::BadRequest(
             "X-Shopify-Webhook-Id is missing or invalid".into(),
         ));
     };
     let seen = format!("shopify:{id}");
-    if already_seen(&state, &seen)? {
-        return Ok(answer("duplicate"));
+    if already_seen(state, &seen)? {
+        return Ok(Delivery::Answered("duplicate"));
     }
-    if header(&req, "x-shopify-topic") != Some("orders/create") {
-        mark_seen(&state, &seen).await?;
-        return Ok(answer("ignored"));
+    if header(req, "x-shopify-topic") != Some("orders/create") {
+        mark_seen(state, &seen).await?;
+        return Ok(Delivery::Answered("ignored"));
     }
-    let value: Value = serde_json::from_slice(&body)
+    let value: Value = serde_json::from_slice(body)
         .map_err(|_| WebError::BadRequest("the body is not JSON".into()))?;
     let transaction = shopify_order(&value, &keys.store_code).map_err(WebError::BadRequest)?;
-    ingest(&state, &req, transaction, "webhook:shopify").await?;
-    mark_seen(&state, &seen).await?;
-    Ok(answer("accepted"))
+    ingest(state, req, transaction, "webhook:shopify").await?;
+    mark_seen(state, &seen).await?;
+    Ok(Delivery::Answered("accepted"))
 }
 
 /// `POST /webhooks/square`.
@@ -272,14 +322,24 @@ pub async fn square(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, WebError> {
-    if let Some(wait) = throttled(&state, &keys, &req, "square") {
+    let delivery = square_delivery(&state, &keys, &req, &body).await;
+    noted(&state, crate::sync::push::SQUARE_WEBHOOK, delivery)
+}
+
+async fn square_delivery(
+    state: &AppState,
+    keys: &WebhookKeys,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<Delivery, WebError> {
+    if let Some(wait) = throttled(state, keys, req, "square") {
         return Ok(wait);
     }
-    let signature = header(&req, "x-square-hmacsha256-signature");
-    if !keys.square_signed(signature, &body) {
-        return rejected(&state, &keys, &req, "square", signature.is_some()).await;
+    let signature = header(req, "x-square-hmacsha256-signature");
+    if !keys.square_signed(signature, body) {
+        return rejected(state, keys, req, "square", signature.is_some()).await;
     }
-    let value: Value = serde_json::from_slice(&body)
+    let value: Value = serde_json::from_slice(body)
         .map_err(|_| WebError::BadRequest("the body is not JSON".into()))?;
     let Some(id) = value["event_id"].as_str().filter(|id| valid_id(id)) else {
         return Err(WebError::BadRequest(
@@ -287,20 +347,20 @@ pub async fn square(
         ));
     };
     let seen = format!("square:{id}");
-    if already_seen(&state, &seen)? {
-        return Ok(answer("duplicate"));
+    if already_seen(state, &seen)? {
+        return Ok(Delivery::Answered("duplicate"));
     }
     let kind = value["type"].as_str().unwrap_or_default();
     let payment = &value["data"]["object"]["payment"];
     let completed = kind.starts_with("payment.") && payment["status"].as_str() == Some("COMPLETED");
     if !completed {
-        mark_seen(&state, &seen).await?;
-        return Ok(answer("ignored"));
+        mark_seen(state, &seen).await?;
+        return Ok(Delivery::Answered("ignored"));
     }
     let transaction = square_payment(payment, &keys.store_code).map_err(WebError::BadRequest)?;
-    ingest(&state, &req, transaction, "webhook:square").await?;
-    mark_seen(&state, &seen).await?;
-    Ok(answer("accepted"))
+    ingest(state, req, transaction, "webhook:square").await?;
+    mark_seen(state, &seen).await?;
+    Ok(Delivery::Answered("accepted"))
 }
 
 /// Event ids: 1 to 200 visible ASCII characters.

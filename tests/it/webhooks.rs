@@ -5,9 +5,11 @@
 use std::sync::Arc;
 
 use clientele::app::{self, Deps, RunningApp};
-use clientele::audit::Action;
+use clientele::audit::{Action, Actor};
+use clientele::auth::tokens::Tokens;
 use clientele::clock::{SystemClock, SystemRandom};
 use clientele::crm::Customers;
+use clientele::domain::Id;
 use clientele::domain::customer::Identity;
 use reqwest::StatusCode;
 use ring::hmac;
@@ -188,6 +190,50 @@ async fn a_signed_shopify_order_is_ingested_once_and_forgeries_are_refused() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let answer = post(&client, &hooks, &body, &sign(&body), "wh-2").await;
     assert_eq!(answer.status(), StatusCode::OK);
+
+    // The Sync page's line for the webhook, read as monitoring reads it.
+    let (_, monitor) = Tokens::new(
+        hooks.app.store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(SystemRandom::new()),
+    )
+    .create(
+        "monitoring",
+        vec!["read:sync".to_owned()],
+        Vec::new(),
+        Id::from_bytes([1; 16]),
+        Actor::system("test"),
+    )
+    .await
+    .unwrap();
+    let health: serde_json::Value = client
+        .get(format!(
+            "https://localhost:{}/api/v1/sync/connectors",
+            hooks.app.https_addr.port()
+        ))
+        .bearer_auth(&monitor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let line = health["pushed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|line| line["name"] == "webhook-shopify")
+        .unwrap_or_else(|| panic!("{health}"));
+    assert_eq!(line["requests"], 9, "{line}");
+    assert_eq!(line["items"], 2, "{line}");
+    assert_eq!(line["refused"], 6, "{line}");
+    assert!(
+        line["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("too many bad signatures"),
+        "{line}"
+    );
 
     hooks.app.stop().await;
 }
