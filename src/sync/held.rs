@@ -20,8 +20,10 @@ use crate::store::{ChangeSet, Expect, Sealing, Store, StoreError, Table};
 
 /// Dead letters by id.
 pub const DEAD_LETTERS: Table = Table::new("sync_dead_letters");
-/// Processed files by the SHA-256 of their contents (a file read twice is kept once).
+/// Processed files by connector, newest first (see [`archive_key`]).
 pub const ARCHIVE: Table = Table::new("sync_archive");
+/// The archive key of each kept contents' SHA-256, so a file read twice is kept once.
+pub const ARCHIVE_DIGESTS: Table = Table::new("sync_archive_digests");
 /// Contents of both, by owner and chunk number.
 pub const CONTENTS: Table = Table::new("sync_contents");
 
@@ -82,6 +84,22 @@ fn archive_owner(digest: &str) -> Vec<u8> {
     let mut owner = b"a".to_vec();
     owner.extend_from_slice(digest.as_bytes());
     owner
+}
+
+/// `connector 0x00 (u64::MAX - received micros) digest`: a connector's files in one range,
+/// newest first, so a page of recent files opens only the records it shows.
+fn archive_key(file: &Archived) -> Vec<u8> {
+    let micros = u64::try_from(file.received_at.as_microsecond()).unwrap_or(0);
+    let mut key = archive_prefix(&file.connector);
+    key.extend_from_slice(&(u64::MAX - micros).to_be_bytes());
+    key.extend_from_slice(file.digest.as_bytes());
+    key
+}
+
+fn archive_prefix(connector: &str) -> Vec<u8> {
+    let mut key = connector.as_bytes().to_vec();
+    key.push(0);
+    key
 }
 
 fn chunk_key(owner: &[u8], chunk: u32) -> Vec<u8> {
@@ -296,10 +314,15 @@ impl Held {
         file: &Archived,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        if self.store.contains(ARCHIVE, file.digest.as_bytes())? {
+        if self
+            .store
+            .contains(ARCHIVE_DIGESTS, file.digest.as_bytes())?
+        {
             return Ok(());
         }
-        set.put(ARCHIVE, file.digest.as_bytes().to_vec(), Store::json(file)?);
+        let key = archive_key(file);
+        set.put(ARCHIVE, key.clone(), Store::json(file)?);
+        set.put(ARCHIVE_DIGESTS, file.digest.as_bytes().to_vec(), key);
         put_contents(set, &archive_owner(&file.digest), bytes);
         Ok(())
     }
@@ -333,16 +356,15 @@ impl Held {
 
     /// Processed files of a connector, newest first, at most `limit`.
     pub fn archived(&self, connector: &str, limit: usize) -> Result<Vec<Archived>, StoreError> {
-        let mut files: Vec<Archived> = self
-            .store
-            .scan_json(ARCHIVE)?
-            .into_iter()
-            .map(|(_, file)| file)
-            .filter(|file: &Archived| file.connector == connector)
-            .collect();
-        files.sort_by_key(|file| std::cmp::Reverse(file.received_at));
-        files.truncate(limit);
-        Ok(files)
+        self.store
+            .scan(ARCHIVE, &archive_prefix(connector))
+            .take(limit)
+            .map(|entry| {
+                let (_, bytes) = entry?;
+                serde_json::from_slice(&bytes)
+                    .map_err(|err| StoreError::Decode(format!("{}: {err}", ARCHIVE.name())))
+            })
+            .collect()
     }
 
     /// Drops processed files received more than `keep` ago; returns how many.
@@ -354,6 +376,7 @@ impl Held {
         for (key, file) in self.store.scan_json::<Archived>(ARCHIVE)? {
             if file.received_at < cutoff {
                 set.delete(ARCHIVE, key);
+                set.delete(ARCHIVE_DIGESTS, file.digest.as_bytes().to_vec());
                 delete_contents(&mut set, &archive_owner(&file.digest), file.size);
                 dropped += 1;
             }
@@ -362,5 +385,98 @@ impl Held {
             self.store.commit(set).await?;
         }
         Ok(dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::{ManualClock, SystemRandom};
+    use crate::store::{MasterKeySource, StoreOptions};
+
+    fn held(dir: &std::path::Path, clock: Arc<ManualClock>) -> Held {
+        let config = crate::config::Config {
+            data_dir: dir.to_owned(),
+            ..crate::config::Config::default()
+        };
+        let mut options = StoreOptions::from_config(&config);
+        options.cache_mib = 8;
+        let source = MasterKeySource::File(config.master_key_file());
+        Store::init(&options, &source, clock.as_ref(), &SystemRandom::new()).unwrap();
+        let store = Store::open(
+            &options,
+            &source,
+            clock.clone(),
+            Arc::new(SystemRandom::new()),
+        )
+        .unwrap();
+        Held::new(store, clock, Arc::new(SystemRandom::new()))
+    }
+
+    #[tokio::test]
+    async fn files_are_kept_once_newest_first_in_chunks_and_dropped_when_old() {
+        let tmp = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new("2026-12-01T08:00:00Z".parse().unwrap()));
+        let held = held(tmp.path(), clock.clone());
+        let big: Vec<u8> = (0..CHUNK * 2 + 17).map(|i| (i % 251) as u8).collect();
+        held.archive("a", "big.xml", &big, 3, 0).await.unwrap();
+        clock.advance(jiff::SignedDuration::from_hours(30));
+        held.archive("a", "small.xml", b"<POSLog/>", 1, 0)
+            .await
+            .unwrap();
+        // The same contents again (a file re-read after a crash) are kept once.
+        held.archive("a", "again.xml", b"<POSLog/>", 0, 1)
+            .await
+            .unwrap();
+        held.archive("b", "other.xml", b"<POSLog> </POSLog>", 1, 0)
+            .await
+            .unwrap();
+
+        let files = held.archived("a", 10).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["small.xml", "big.xml"]);
+        assert_eq!(held.archived("a", 1).unwrap().len(), 1);
+        assert_eq!(held.archived_contents(&files[1]).unwrap(), big);
+
+        // A day's keeping drops the first file, and its contents.
+        assert_eq!(held.prune(Duration::from_secs(24 * 3600)).await.unwrap(), 1);
+        assert_eq!(held.archived("a", 10).unwrap().len(), 1);
+        assert!(held.archived_contents(&files[1]).is_err());
+        assert_eq!(held.archived("b", 10).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_file_is_held_once_and_ends_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new("2026-12-01T08:00:00Z".parse().unwrap()));
+        let held = held(tmp.path(), clock);
+        let actor = || Actor::system("test");
+        let letter = held
+            .set_aside("a", "bad.xml", b"<POSLog", "cut short", actor())
+            .await
+            .unwrap();
+        let again = held
+            .set_aside("a", "bad.xml", b"<POSLog", "cut short", actor())
+            .await
+            .unwrap();
+        assert_eq!(letter.id, again.id);
+        assert_eq!(held.contents(&letter).unwrap(), b"<POSLog");
+        let updated = held
+            .refused_again(&letter, "still cut", actor())
+            .await
+            .unwrap();
+        assert_eq!(
+            (updated.attempts, updated.reason.as_str()),
+            (2, "still cut")
+        );
+
+        held.close(&updated, Some((b"<POSLog/>", 1, 0)), actor())
+            .await
+            .unwrap();
+        assert!(held.dead_letter(letter.id).unwrap().is_none());
+        assert!(held.contents(&letter).is_err());
+        assert_eq!(held.archived("a", 10).unwrap()[0].name, "bad.xml");
     }
 }
