@@ -82,6 +82,7 @@ pub fn run(
     check_disk(&mut report, &config.data_dir);
     check_certificate(&mut report, config);
     check_log_dir(&mut report, &config.log_dir());
+    check_connector_folders(&mut report, config);
     if let Some(source) = source {
         check_store(&mut report, config, &source, args.deep);
     }
@@ -254,6 +255,45 @@ fn check_log_dir(report: &mut Report, dir: &Path) {
             "logs",
             format!("{} is not writable: {err}", dir.display()),
         ),
+    }
+}
+
+/// Each folder connector's folder must be a folder the service can read and remove files
+/// from. (Run `doctor` as the service user for the answer that counts.)
+fn check_connector_folders(report: &mut Report, config: &Config) {
+    for connector in config.sync.connectors(&config.pos) {
+        let Some(folder) = &connector.folder else {
+            continue;
+        };
+        let what = format!("sync {}", connector.name);
+        if !folder.is_dir() {
+            report.line(
+                Level::Fail,
+                &what,
+                format!(
+                    "{} is not a folder; create it for the registers to drop files into",
+                    folder.display()
+                ),
+            );
+            continue;
+        }
+        let probe = folder.join(".clientele-doctor-probe");
+        match std::fs::write(&probe, b"").and_then(|()| std::fs::remove_file(&probe)) {
+            Ok(()) => report.line(
+                Level::Ok,
+                &what,
+                format!("{} can be read and emptied", folder.display()),
+            ),
+            Err(err) => report.line(
+                Level::Fail,
+                &what,
+                format!(
+                    "{} is not writable ({err}); imported files could not be removed \
+                     (see README, \"Sync\": ReadWritePaths=)",
+                    folder.display()
+                ),
+            ),
+        }
     }
 }
 

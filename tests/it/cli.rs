@@ -203,6 +203,29 @@ fn doctor_reports_problems_and_passes_when_fixed() {
 }
 
 #[test]
+fn doctor_checks_the_connector_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let drop = tmp.path().join("drop");
+    assert!(run(clientele(&dir).arg("init")).0);
+    let doctor = || {
+        let mut cmd = clientele(&dir);
+        cmd.env("CLIENTELE_POS__INBOX", &drop).arg("doctor");
+        run(&mut cmd)
+    };
+    let (ok, out, _) = doctor();
+    assert!(!ok);
+    assert!(
+        out.contains("FAIL  sync pos-inbox") && out.contains("is not a folder"),
+        "{out}"
+    );
+    std::fs::create_dir(&drop).unwrap();
+    let (ok, out, err) = doctor();
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("can be read and emptied"), "{out}");
+}
+
+#[test]
 fn keys_rotate_goes_through_the_running_server() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
