@@ -61,6 +61,15 @@ pub struct Archived {
     pub duplicates: u64,
 }
 
+/// A processed file to keep, with the transactions it added and those already known.
+#[derive(Debug)]
+pub struct Kept<'a> {
+    pub name: &'a str,
+    pub bytes: &'a [u8],
+    pub accepted: u64,
+    pub duplicates: u64,
+}
+
 /// The sealed file store.
 #[derive(Debug, Clone)]
 pub struct Held {
@@ -325,6 +334,31 @@ impl Held {
         set.put(ARCHIVE_DIGESTS, file.digest.as_bytes().to_vec(), key);
         put_contents(set, &archive_owner(&file.digest), bytes);
         Ok(())
+    }
+
+    /// Keeps processed files (each once per contents) in one change set.
+    pub async fn archive_all(&self, connector: &str, files: &[Kept<'_>]) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut set = ChangeSet::new();
+        let mut digests = std::collections::HashSet::new();
+        for kept in files {
+            let file = Archived {
+                connector: connector.to_owned(),
+                name: kept.name.to_owned(),
+                size: kept.bytes.len() as u64,
+                digest: digest_of(kept.bytes),
+                received_at: now,
+                accepted: kept.accepted,
+                duplicates: kept.duplicates,
+            };
+            if digests.insert(file.digest.clone()) {
+                self.add_archive(&mut set, &file, kept.bytes)?;
+            }
+        }
+        if set.is_empty() {
+            return Ok(());
+        }
+        self.store.commit(set).await
     }
 
     /// Keeps a processed file (once per contents), with the transactions it added and those

@@ -16,7 +16,7 @@
 //! counts twice, and it is removed. A failure on our side (disk, store) leaves the file for
 //! the next run, after the supervisor's backoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -24,10 +24,11 @@ use tracing::{info, warn};
 
 use crate::audit::Actor;
 use crate::clock::Clock;
+use crate::domain::sale::{SaleTransaction, TransactionKey};
 use crate::inventory::InventoryError;
-use crate::inventory::ingest::{Ingest, IngestReport};
+use crate::inventory::ingest::{Ingest, IngestReport, Status};
 
-use super::held::Held;
+use super::held::{Held, Kept};
 
 /// Wait before the second look at files seen for the first time.
 const SECOND_LOOK: std::time::Duration = std::time::Duration::from_millis(200);
@@ -133,6 +134,60 @@ pub struct FolderRun {
     pub oldest_waiting: Option<jiff::Timestamp>,
 }
 
+/// Files imported together in one batch: at most this many...
+const GROUP_FILES: usize = 1_000;
+/// ...or this many transactions (within the ingest's batch limit).
+const GROUP_TRANSACTIONS: usize = 5_000;
+
+/// A file read and parsed, waiting for its batch.
+#[derive(Debug)]
+struct Parsed {
+    path: PathBuf,
+    name: String,
+    bytes: Vec<u8>,
+    transactions: Vec<SaleTransaction>,
+}
+
+/// Small files taken together, so a folder of one-sale files costs one commit per batch
+/// rather than per file. Every file stays whole: the batch lands whole or not at all.
+#[derive(Debug, Default)]
+struct Group {
+    files: Vec<Parsed>,
+    transactions: usize,
+    keys: HashSet<TransactionKey>,
+}
+
+impl Group {
+    /// Whether `file` may join: within the limits, and no transaction key twice (a file
+    /// dropped twice goes in the next batch, where it is a duplicate).
+    fn fits(&self, file: &Parsed) -> bool {
+        self.files.len() < GROUP_FILES
+            && self.transactions + file.transactions.len() <= GROUP_TRANSACTIONS
+            && file
+                .transactions
+                .iter()
+                .all(|t| !self.keys.contains(&t.key))
+            && {
+                let mut own = HashSet::with_capacity(file.transactions.len());
+                file.transactions.iter().all(|t| own.insert(&t.key))
+            }
+    }
+
+    fn push(&mut self, file: Parsed) {
+        self.transactions += file.transactions.len();
+        self.keys
+            .extend(file.transactions.iter().map(|t| t.key.clone()));
+        self.files.push(file);
+    }
+}
+
+fn remove(path: &Path, looks: &mut Looks) -> Result<(), String> {
+    std::fs::remove_file(path)
+        .map_err(|e| format!("cannot remove {} after its import: {e}", path.display()))?;
+    looks.sizes.remove(path);
+    Ok(())
+}
+
 impl Folder<'_> {
     fn actor(&self) -> Actor {
         Actor::system(&format!("sync:{}", self.connector))
@@ -156,6 +211,7 @@ impl Folder<'_> {
             tokio::time::sleep(SECOND_LOOK).await;
             ready = self.settled(looks).map_err(cannot)?.0;
         }
+        let mut group = Group::default();
         for path in ready {
             if stop() {
                 break;
@@ -166,52 +222,171 @@ impl Folder<'_> {
             // What is held in the store never carries a card number.
             let bytes = read_whole(&path)?
                 .map(|bytes| crate::domain::card::mask_card_numbers_in_xml(&bytes).into_owned());
-            let outcome = match bytes {
-                Ok(bytes) => {
-                    match import_bytes(self.ingest, &bytes, &name, self.currency, self.actor())
-                        .await
-                    {
-                        Ok(report) => {
-                            let (accepted, duplicates) =
-                                (report.accepted as u64, report.duplicates as u64);
-                            self.held
-                                .archive(self.connector, &name, &bytes, accepted, duplicates)
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            run.files += 1;
-                            run.accepted += accepted;
-                            run.duplicates += duplicates;
-                            run.last_file = Some(name.clone());
-                            info!(
-                                accepted = report.accepted,
-                                duplicates = report.duplicates,
-                                "poslog file processed"
-                            );
-                            Ok(())
-                        }
-                        Err(FileError::Refused(reason)) => Err((bytes, reason)),
-                        Err(FileError::Failed(err)) => return Err(err),
+            let parsed = bytes.map_err(|reason| (None, reason)).and_then(|bytes| {
+                match super::poslog::parse(&bytes, self.currency) {
+                    Ok(transactions) if transactions.is_empty() => {
+                        Err((bytes, "the file holds no transaction".to_owned()))
                     }
+                    Ok(transactions) => Ok(Parsed {
+                        path: path.clone(),
+                        name: name.clone(),
+                        bytes,
+                        transactions,
+                    }),
+                    Err(err) => Err((bytes, err.to_string())),
                 }
-                Err(reason) => Err((Vec::new(), reason)),
-            };
-            if let Err((bytes, reason)) = outcome {
-                self.held
-                    .set_aside(self.connector, &name, &bytes, &reason, self.actor())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                run.set_aside += 1;
-                warn!(
-                    connector = self.connector,
-                    "poslog file refused; it is held as a dead letter"
-                );
+                .map_err(|(bytes, reason)| (Some(bytes), reason))
+            });
+            match parsed {
+                Ok(file) => {
+                    if !group.fits(&file) {
+                        self.import_group(std::mem::take(&mut group), looks, &mut run)
+                            .await?;
+                    }
+                    group.push(file);
+                }
+                Err((bytes, reason)) => {
+                    let bytes = bytes.unwrap_or_default();
+                    self.set_aside(&path, &name, &bytes, &reason, looks, &mut run)
+                        .await?;
+                }
             }
-            std::fs::remove_file(&path)
-                .map_err(|e| format!("cannot remove {} after its import: {e}", path.display()))?;
-            looks.sizes.remove(&path);
         }
+        self.import_group(group, looks, &mut run).await?;
         self.count_waiting(&mut run).map_err(cannot)?;
         Ok(run)
+    }
+
+    /// Imports a group of parsed files in one batch, then keeps and removes them. When the
+    /// batch is refused, each file is imported on its own, so only the bad one is set aside.
+    async fn import_group(
+        &self,
+        group: Group,
+        looks: &mut Looks,
+        run: &mut FolderRun,
+    ) -> Result<(), String> {
+        let files = group.files;
+        if files.len() > 1 {
+            let counts: Vec<usize> = files.iter().map(|f| f.transactions.len()).collect();
+            let mut transactions = Vec::with_capacity(counts.iter().sum());
+            let mut kept = Vec::with_capacity(files.len());
+            for file in files {
+                transactions.extend(file.transactions);
+                kept.push((file.path, file.name, file.bytes));
+            }
+            let source = format!("poslog:{} and {} more files", kept[0].1, kept.len() - 1);
+            match self
+                .ingest
+                .ingest(transactions, self.actor(), &source, None)
+                .await
+            {
+                Ok(report) => return self.done(&kept, &counts, &report, looks, run).await,
+                Err(InventoryError::Store(err)) => return Err(err.to_string()),
+                Err(err @ InventoryError::Contended { .. }) => return Err(err.to_string()),
+                Err(_) => {
+                    // One of them is refused: find which, file by file.
+                    for (path, name, bytes) in kept {
+                        self.import_one(path, name, bytes, looks, run).await?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        for file in files {
+            self.import_one(file.path, file.name, file.bytes, looks, run)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn import_one(
+        &self,
+        path: PathBuf,
+        name: String,
+        bytes: Vec<u8>,
+        looks: &mut Looks,
+        run: &mut FolderRun,
+    ) -> Result<(), String> {
+        match import_bytes(self.ingest, &bytes, &name, self.currency, self.actor()).await {
+            Ok(report) => {
+                let count = report.received;
+                self.done(&[(path, name, bytes)], &[count], &report, looks, run)
+                    .await
+            }
+            Err(FileError::Refused(reason)) => {
+                self.set_aside(&path, &name, &bytes, &reason, looks, run)
+                    .await
+            }
+            Err(FileError::Failed(err)) => Err(err),
+        }
+    }
+
+    /// Keeps imported files (their share of `report` each, by `counts`) and removes them.
+    async fn done(
+        &self,
+        files: &[(PathBuf, String, Vec<u8>)],
+        counts: &[usize],
+        report: &IngestReport,
+        looks: &mut Looks,
+        run: &mut FolderRun,
+    ) -> Result<(), String> {
+        let mut outcomes = report.transactions.iter();
+        let mut kept = Vec::with_capacity(files.len());
+        for ((_, name, bytes), count) in files.iter().zip(counts) {
+            let (mut accepted, mut duplicates) = (0u64, 0u64);
+            for outcome in outcomes.by_ref().take(*count) {
+                if outcome.status == Status::Accepted {
+                    accepted += 1;
+                } else {
+                    duplicates += 1;
+                }
+            }
+            kept.push(Kept {
+                name: name.as_str(),
+                bytes: bytes.as_slice(),
+                accepted,
+                duplicates,
+            });
+            run.accepted += accepted;
+            run.duplicates += duplicates;
+        }
+        self.held
+            .archive_all(self.connector, &kept)
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(
+            files = files.len(),
+            accepted = report.accepted,
+            duplicates = report.duplicates,
+            "poslog files processed"
+        );
+        for (path, name, _) in files {
+            remove(path, looks)?;
+            run.files += 1;
+            run.last_file = Some(name.clone());
+        }
+        Ok(())
+    }
+
+    async fn set_aside(
+        &self,
+        path: &Path,
+        name: &str,
+        bytes: &[u8],
+        reason: &str,
+        looks: &mut Looks,
+        run: &mut FolderRun,
+    ) -> Result<(), String> {
+        self.held
+            .set_aside(self.connector, name, bytes, reason, self.actor())
+            .await
+            .map_err(|e| e.to_string())?;
+        run.set_aside += 1;
+        warn!(
+            connector = self.connector,
+            "poslog file refused; it is held as a dead letter"
+        );
+        remove(path, looks)
     }
 
     /// The settled `*.xml` files of the folder, in name order, and whether some were passed

@@ -297,6 +297,66 @@ async fn a_failing_connector_says_why_backs_off_and_recovers_by_itself() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn small_files_go_in_batches_and_a_bad_one_alone_is_set_aside() {
+    let app = start_with(|dir| {
+        vec![connector(
+            "store-3",
+            &dir.join("drop"),
+            Duration::from_secs(3600),
+        )]
+    })
+    .await;
+    let drop = app.dir.path().join("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    let api = Api::new(&app).await;
+    api.product(&app, "SKU-A", None).await;
+    api.receive(&app, "SKU-A", "S001", 100_000).await;
+    let admin = app.signed_in("ada-admin", Role::Admin).await;
+
+    for seq in 1..=20 {
+        drop_file(
+            &drop,
+            &format!("sale-{seq:02}.xml"),
+            &poslog(&[sale(seq, "SKU-A")]),
+        );
+    }
+    // The same sale again under another name, and a store code the ledger refuses.
+    drop_file(&drop, "sale-07-again.xml", &poslog(&[sale(7, "SKU-A")]));
+    let bad = sale(21, "SKU-A").replace(
+        "<RetailStoreID>S001</RetailStoreID>",
+        "<RetailStoreID>NOT A STORE</RetailStoreID>",
+    );
+    drop_file(&drop, "sale-21-bad.xml", &poslog(&[bad]));
+
+    let res = post(&admin, &app, "/sync/connectors/store-3/run").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    for _ in 0..400 {
+        if std::fs::read_dir(&drop).unwrap().next().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(std::fs::read_dir(&drop).unwrap().next().is_none());
+
+    assert_eq!(api.available(&app, "SKU-A", "S001").await, 80_000);
+    let letters = held(&app).dead_letters().unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].name, "sale-21-bad.xml");
+    assert!(letters[0].reason.contains("store"), "{}", letters[0].reason);
+    let kept = held(&app).archived("store-3", 100).unwrap();
+    assert!(kept.iter().any(|f| f.name == "sale-20.xml"));
+    assert_eq!(kept.iter().map(|f| f.accepted).sum::<u64>(), 20);
+    // Files went in batches: fewer `sale.ingested` entries than files (the batch holding the
+    // bad file was refused and its files went one by one).
+    let batches = audited(&app)
+        .iter()
+        .filter(|(code, _)| code == "sale.ingested")
+        .count();
+    assert!((2..20).contains(&batches), "{batches} batches");
+    app.stop().await;
+}
+
 /// The sale count of a store offline: sales of `SKU-K` at S001 move on-hand down by one each.
 fn sold(dir: &Path) -> i64 {
     let store = open_store(dir);
