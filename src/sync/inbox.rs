@@ -389,6 +389,11 @@ impl Folder<'_> {
         remove(path, looks)
     }
 
+    /// Looks at the folder without importing (the first of the two looks a file needs).
+    pub fn look(&self, looks: &mut Looks) -> std::io::Result<()> {
+        self.settled(looks).map(drop)
+    }
+
     /// The settled `*.xml` files of the folder, in name order, and whether some were passed
     /// over only because this was the first look at them.
     fn settled(&self, looks: &mut Looks) -> std::io::Result<(Vec<PathBuf>, bool)> {

@@ -26,6 +26,7 @@ mod customers;
 mod ingest;
 mod startup;
 mod store;
+mod sync;
 mod web;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -61,6 +62,9 @@ pub enum BenchCommand {
     /// Customers at size: CSV import rate against raw sled, search index build, search and
     /// customer-page latency, resident memory of the server
     Customers(customers::CustomersBenchArgs),
+    /// The `POSLog` folder connector: one-transaction files per second and transactions per
+    /// second from large files, durable, as the supervisor runs it
+    Sync(sync::SyncBenchArgs),
 }
 
 pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
@@ -71,6 +75,7 @@ pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
         BenchCommand::Ingest(args) => ingest::bench_ingest(args),
         BenchCommand::Backup(args) => backup::bench_backup(args),
         BenchCommand::Customers(args) => customers::bench_customers(args),
+        BenchCommand::Sync(args) => sync::bench_sync(args),
     }
 }
 
