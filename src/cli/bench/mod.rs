@@ -21,6 +21,7 @@
 //! run them on an otherwise idle appliance.
 
 mod audit;
+mod availability;
 mod backup;
 mod customers;
 mod ingest;
@@ -62,6 +63,8 @@ pub enum BenchCommand {
     /// Customers at size: CSV import rate against raw sled, search index build, search and
     /// customer-page latency, resident memory of the server
     Customers(customers::CustomersBenchArgs),
+    /// Availability look-ups (p50, p99) at catalog size: SKUs x locations
+    Availability(availability::AvailabilityBenchArgs),
     /// The `POSLog` folder connector: one-transaction files per second and transactions per
     /// second from large files, durable, as the supervisor runs it
     Sync(sync::SyncBenchArgs),
@@ -76,6 +79,7 @@ pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
         BenchCommand::Backup(args) => backup::bench_backup(args),
         BenchCommand::Customers(args) => customers::bench_customers(args),
         BenchCommand::Sync(args) => sync::bench_sync(args),
+        BenchCommand::Availability(args) => availability::bench_availability(args),
     }
 }
 
