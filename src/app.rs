@@ -3,7 +3,7 @@
 //!
 //! As a service ([`serve`]) it also speaks systemd's notify protocol (`READY=1` once the store
 //! is open and the listeners are bound, `STOPPING=1` on the way out) and reloads on SIGHUP: the
-//! TLS certificate and the log settings, without closing a connection.
+//! TLS certificate, the webhook secrets and the log settings, without closing a connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,6 +73,8 @@ pub struct RunningApp {
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
     control: Option<control::ControlServer>,
     certificate: Arc<web::tls::ReloadableCertificate>,
+    /// The webhook secrets, re-read on reload.
+    webhook_keys: Option<Arc<web::webhooks::WebhookKeys>>,
 }
 
 impl RunningApp {
@@ -139,18 +141,8 @@ pub async fn start(
     let https = web::bind(config.server.listen, "server.listen")?;
     let https_addr = https.local_addr()?;
     let webhooks = bind_webhooks(&config)?;
-    let hasher = Arc::new(
-        PasswordHasher::new(HashCost::default())
-            .map_err(|e| StartError::Io(std::io::Error::other(e)))?,
-    );
-    let limiter = Arc::new(HashLimiter::new(config.session.max_concurrent_hashes));
-    let accounts = Accounts::new(
-        store.clone(),
-        Arc::clone(&deps.clock),
-        Arc::clone(&deps.random),
-        hasher,
-        limiter,
-    );
+    let webhook_keys = webhooks.as_ref().map(|(_, keys)| Arc::clone(keys));
+    let accounts = open_accounts(&store, &config, &deps)?;
     let sessions = Sessions::new(
         store.clone(),
         Arc::clone(&deps.clock),
@@ -216,7 +208,24 @@ pub async fn start(
         tasks,
         control: Some(control),
         certificate,
+        webhook_keys,
     })
+}
+
+/// Staff accounts, with the password hasher and its limiter.
+fn open_accounts(store: &Store, config: &Config, deps: &Deps) -> Result<Accounts, StartError> {
+    let hasher = Arc::new(
+        PasswordHasher::new(HashCost::default())
+            .map_err(|e| StartError::Io(std::io::Error::other(e)))?,
+    );
+    let limiter = Arc::new(HashLimiter::new(config.session.max_concurrent_hashes));
+    Ok(Accounts::new(
+        store.clone(),
+        Arc::clone(&deps.clock),
+        Arc::clone(&deps.random),
+        hasher,
+        limiter,
+    ))
 }
 
 /// The plain-HTTP redirect, when `server.redirect_listen` is set; returns where it answers.
@@ -327,12 +336,12 @@ pub async fn serve(
     // Installed before READY=1, so a reload systemd sends right away is never taken for the
     // default action of SIGHUP, which is to end the process.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let certificate = Arc::clone(&app.certificate);
+    let reloadable = Reloadable {
+        certificate: Arc::clone(&app.certificate),
+        webhook_keys: app.webhook_keys.clone(),
+    };
     app.tasks.push(tokio::spawn(reload_on_hangup(
-        hangups,
-        reread,
-        certificate,
-        clock,
+        hangups, reread, reloadable, clock,
     )));
 
     systemd::notify(&format!(
@@ -346,17 +355,17 @@ pub async fn serve(
 async fn reload_on_hangup(
     mut hangups: tokio::signal::unix::Signal,
     reread: ConfigSource,
-    certificate: Arc<web::tls::ReloadableCertificate>,
+    reloadable: Reloadable,
     clock: Arc<dyn Clock>,
 ) -> std::io::Result<()> {
     while hangups.recv().await.is_some() {
         systemd::notify("RELOADING=1");
         let outcome = match reread() {
-            Ok(config) => reload(&config, &certificate, clock.as_ref()),
+            Ok(config) => reload(&config, &reloadable, clock.as_ref()),
             Err(message) => Err(format!("configuration not re-read: {message}")),
         };
         match outcome {
-            Ok(()) => info!("reloaded: TLS certificate and log settings"),
+            Ok(()) => info!("reloaded: TLS certificate, webhook secrets and log settings"),
             Err(message) => warn!(problem = %message, "reload incomplete"),
         }
         systemd::notify("READY=1\nSTATUS=Serving HTTPS (reloaded)");
@@ -364,13 +373,17 @@ async fn reload_on_hangup(
     Ok(())
 }
 
+/// What a reload (SIGHUP) re-reads besides the log settings.
+#[derive(Debug)]
+struct Reloadable {
+    certificate: Arc<web::tls::ReloadableCertificate>,
+    webhook_keys: Option<Arc<web::webhooks::WebhookKeys>>,
+}
+
 /// Applies the log settings, then the certificate (the self-signed one is remade first when
 /// it is about to expire). Each part that fails keeps what was in use.
-fn reload(
-    config: &Config,
-    certificate: &web::tls::ReloadableCertificate,
-    clock: &dyn Clock,
-) -> Result<(), String> {
+fn reload(config: &Config, reloadable: &Reloadable, clock: &dyn Clock) -> Result<(), String> {
+    let certificate = &reloadable.certificate;
     let mut problems = Vec::new();
     match crate::logging::reload(config) {
         Ok(keys) if keys.is_empty() => {}
@@ -387,6 +400,12 @@ fn reload(
     match certificate_read {
         Ok(()) => info!(cert = %files.cert.display(), "TLS certificate read"),
         Err(err) => problems.push(format!("{err}; the certificate in use stays")),
+    }
+    if let Some(keys) = &reloadable.webhook_keys {
+        match keys.reload(&config.webhooks) {
+            Ok(()) => info!("webhook secrets read"),
+            Err(err) => problems.push(format!("{err}; the webhook secrets in use stay")),
+        }
     }
 
     if problems.is_empty() {

@@ -46,12 +46,18 @@ pub const WEBHOOK_EVENTS: Table = Table::new("webhook_events");
 /// Largest webhook body.
 const MAX_BODY: usize = 1024 * 1024;
 
-/// The shared secrets of the providers, read from their files at start.
-pub struct WebhookKeys {
+/// The providers' shared secrets and the store the sales are booked to, as read from the
+/// configuration at start or at the last reload.
+struct Secrets {
     square: Option<hmac::Key>,
     square_url: Option<String>,
     shopify: Option<hmac::Key>,
     store_code: String,
+}
+
+/// The webhook keys: secrets re-read on reload (SIGHUP), and the bad-signature throttle.
+pub struct WebhookKeys {
+    secrets: std::sync::RwLock<Arc<Secrets>>,
     /// Bad signatures per provider and client address: after three in a row an address waits
     /// (1 s, doubling up to 15 min) and is answered 429 without a signature check or an audit
     /// entry, so nobody can guess secrets or flood the audit trail. Other addresses, the
@@ -61,17 +67,18 @@ pub struct WebhookKeys {
 
 impl std::fmt::Debug for WebhookKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secrets = self.secrets();
         f.debug_struct("WebhookKeys")
-            .field("square", &self.square.is_some())
-            .field("shopify", &self.shopify.is_some())
-            .field("store_code", &self.store_code)
+            .field("square", &secrets.square.is_some())
+            .field("shopify", &secrets.shopify.is_some())
+            .field("store_code", &secrets.store_code)
             .finish_non_exhaustive()
     }
 }
 
-impl WebhookKeys {
+impl Secrets {
     /// Reads the secret files named by the configuration (trailing white space is dropped).
-    pub fn load(config: &WebhooksConfig) -> std::io::Result<Self> {
+    fn load(config: &WebhooksConfig) -> std::io::Result<Self> {
         let read = |path: &std::path::Path| -> std::io::Result<hmac::Key> {
             let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|err| {
                 std::io::Error::other(format!(
@@ -101,26 +108,59 @@ impl WebhookKeys {
                 .map(read)
                 .transpose()?,
             store_code: config.store_code.clone(),
-            throttle: crate::auth::throttle::Throttle::default(),
         })
+    }
+}
+
+impl WebhookKeys {
+    /// Reads the secret files named by the configuration.
+    pub fn load(config: &WebhooksConfig) -> std::io::Result<Self> {
+        Ok(Self::of(Secrets::load(config)?))
+    }
+
+    fn of(secrets: Secrets) -> Self {
+        Self {
+            secrets: std::sync::RwLock::new(Arc::new(secrets)),
+            throttle: crate::auth::throttle::Throttle::default(),
+        }
+    }
+
+    /// Reads the secret files again (a rotated secret takes effect without a restart); when
+    /// one cannot be read, the secrets in use stay.
+    pub fn reload(&self, config: &WebhooksConfig) -> std::io::Result<()> {
+        let fresh = Arc::new(Secrets::load(config)?);
+        *self
+            .secrets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    fn secrets(&self) -> Arc<Secrets> {
+        Arc::clone(
+            &self
+                .secrets
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Keys given directly (unit tests).
     #[must_use]
     pub fn with_secrets(square: Option<(&[u8], &str)>, shopify: Option<&[u8]>) -> Self {
-        Self {
+        Self::of(Secrets {
             square: square.map(|(k, _)| hmac::Key::new(hmac::HMAC_SHA256, k)),
             square_url: square.map(|(_, url)| url.to_owned()),
             shopify: shopify.map(|k| hmac::Key::new(hmac::HMAC_SHA256, k)),
             store_code: "WEB".into(),
-            throttle: crate::auth::throttle::Throttle::default(),
-        }
+        })
     }
 
     /// Whether `signature` (base64) is the Square signature of `body`.
     #[must_use]
     pub fn square_signed(&self, signature: Option<&str>, body: &[u8]) -> bool {
-        let (Some(key), Some(url)) = (&self.square, &self.square_url) else {
+        let secrets = self.secrets();
+        let (Some(key), Some(url)) = (&secrets.square, &secrets.square_url) else {
             return false;
         };
         let mut message = Vec::with_capacity(url.len() + body.len());
@@ -132,7 +172,8 @@ impl WebhookKeys {
     /// Whether `signature` (base64) is the Shopify signature of `body`.
     #[must_use]
     pub fn shopify_signed(&self, signature: Option<&str>, body: &[u8]) -> bool {
-        self.shopify
+        self.secrets()
+            .shopify
             .as_ref()
             .is_some_and(|key| verify(key, signature, body))
     }
@@ -309,7 +350,8 @@ async fn shopify_delivery(
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| WebError::BadRequest("the body is not JSON".into()))?;
-    let transaction = shopify_order(&value, &keys.store_code).map_err(WebError::BadRequest)?;
+    let transaction =
+        shopify_order(&value, &keys.secrets().store_code).map_err(WebError::BadRequest)?;
     ingest(state, req, transaction, "webhook:shopify").await?;
     mark_seen(state, &seen).await?;
     Ok(Delivery::Answered("accepted"))
@@ -357,7 +399,8 @@ async fn square_delivery(
         mark_seen(state, &seen).await?;
         return Ok(Delivery::Answered("ignored"));
     }
-    let transaction = square_payment(payment, &keys.store_code).map_err(WebError::BadRequest)?;
+    let transaction =
+        square_payment(payment, &keys.secrets().store_code).map_err(WebError::BadRequest)?;
     ingest(state, req, transaction, "webhook:square").await?;
     mark_seen(state, &seen).await?;
     Ok(Delivery::Answered("accepted"))
@@ -574,6 +617,35 @@ pub fn square_payment(payment: &Value, store_code: &str) -> Result<SaleTransacti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotated_secret_takes_effect_at_reload_and_a_bad_file_keeps_the_old_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("shopify.secret");
+        let config = WebhooksConfig {
+            shopify_secret_file: Some(file.clone()),
+            ..WebhooksConfig::default()
+        };
+        let sign = |secret: &[u8], body: &[u8]| {
+            let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+            data_encoding::BASE64.encode(hmac::sign(&key, body).as_ref())
+        };
+        std::fs::write(&file, "first-secret\n").unwrap();
+        let keys = WebhookKeys::load(&config).unwrap();
+        let old = sign(b"first-secret", b"{}");
+        let new = sign(b"second-secret", b"{}");
+        assert!(keys.shopify_signed(Some(&old), b"{}"));
+
+        std::fs::write(&file, "second-secret\n").unwrap();
+        keys.reload(&config).unwrap();
+        assert!(keys.shopify_signed(Some(&new), b"{}"));
+        assert!(!keys.shopify_signed(Some(&old), b"{}"));
+
+        std::fs::write(&file, "  \n").unwrap();
+        let err = keys.reload(&config).unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err}");
+        assert!(keys.shopify_signed(Some(&new), b"{}"));
+    }
 
     // From square/square-nodejs-sdk test/utilities/webhooksHelper.test.ts (MIT licence).
     const SQUARE_URL: &str = "https://webhook.site/679a4f3a-dcfa-49ee-bac5-9d0edad886b9";
