@@ -2,11 +2,11 @@
 
 use std::process::{Command, Stdio};
 
-use crate::support::{clientele, free_port, https_client, spawn_server};
+use crate::support::{clientele_dev, free_port, https_client, spawn_server};
 
 /// Starts the appliance the way README.md says (`serve --dev`), in a temporary folder.
 fn dev_server(dir: &std::path::Path) -> crate::support::Server {
-    let mut cmd = clientele(&dir.join("clientele-data"));
+    let mut cmd = clientele_dev(&dir.join("clientele-data"));
     cmd.current_dir(dir)
         .args(["serve", "--dev", "--listen", "127.0.0.1:0"]);
     spawn_server(cmd)
@@ -199,7 +199,7 @@ fn old_protocols_and_weak_ciphers_are_refused() {
 async fn plain_http_only_redirects() {
     let tmp = tempfile::tempdir().unwrap();
     let redirect_port = free_port();
-    let mut cmd = clientele(&tmp.path().join("clientele-data"));
+    let mut cmd = clientele_dev(&tmp.path().join("clientele-data"));
     cmd.current_dir(tmp.path())
         .env(
             "CLIENTELE_SERVER__REDIRECT_LISTEN",

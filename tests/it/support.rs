@@ -15,11 +15,19 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_clientele"))
 }
 
-/// A command for the binary with a quiet log and no system config.
+/// A command for the binary with a quiet log and an empty config file, so a config installed
+/// on the machine (`/etc/clientele/clientele.toml`) is never read; `--config FILE` still wins.
 pub fn clientele(data_dir: &Path) -> Command {
     let mut cmd = Command::new(bin());
     cmd.arg("--data-dir").arg(data_dir);
     cmd.env("CLIENTELE_LOG__STDERR", "false");
+    cmd.env("CLIENTELE_CONFIG", "/dev/null");
+    cmd
+}
+
+/// [`clientele`] for `serve --dev`, which reads its own defaults instead of a config file.
+pub fn clientele_dev(data_dir: &Path) -> Command {
+    let mut cmd = clientele(data_dir);
     cmd.env_remove("CLIENTELE_CONFIG");
     cmd
 }
