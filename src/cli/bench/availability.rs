@@ -18,18 +18,16 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::{
-    CliError, SplitMix, WorkDir, millis, per_second, percentile, print_row, progress, rate, round3,
-    verdict,
+    CliError, SplitMix, WorkDir, fresh_store, ingest_on, millis, per_second, percentile, print_row,
+    progress, rate, round3, runtime, verdict,
 };
 use crate::audit::Actor;
 use crate::clock::{SystemClock, SystemRandom};
-use crate::config::Config;
-use crate::crm::Customers;
 use crate::domain::product::ProductInput;
 use crate::domain::stock::MovementKind;
 use crate::inventory::ingest::Ingest;
 use crate::inventory::ledger::{Ledger, Pending};
-use crate::store::{ChangeSet, MasterKeySource, Store, StoreOptions};
+use crate::store::{ChangeSet, Store};
 
 /// Sizes of the availability benchmark.
 #[derive(Debug, Args)]
@@ -71,38 +69,15 @@ pub(super) fn bench_availability(args: &AvailabilityBenchArgs) -> Result<ExitCod
     let random = Arc::new(SystemRandom::new());
     let work = WorkDir::create(args.dir.as_deref(), random.as_ref())?;
     progress(&format!("working in {}", work.path.display()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
-    let report = runtime.block_on(run(args, &work.path.join("store")))?;
+    let report = runtime()?.block_on(run(args, &work.path.join("store")))?;
     print_table(args, &report);
     println!("{}", report_json(args, &report));
     Ok(ExitCode::SUCCESS)
 }
 
 fn open(data_dir: &Path) -> Result<(Store, Ingest), CliError> {
-    let config = Config {
-        data_dir: data_dir.to_path_buf(),
-        ..Config::default()
-    };
-    let options = StoreOptions::from_config(&config);
-    let source = MasterKeySource::File(config.master_key_file());
-    Store::init(&options, &source, &SystemClock, &SystemRandom::new())?;
-    let store = Store::open(
-        &options,
-        &source,
-        Arc::new(SystemClock),
-        Arc::new(SystemRandom::new()),
-    )?;
-    let customers = Customers::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        Arc::new(SystemRandom::new()),
-        "US",
-    );
-    let ingest = Ingest::new(store.clone(), Arc::new(SystemClock), customers);
+    let store = fresh_store(data_dir)?;
+    let ingest = ingest_on(&store);
     Ok((store, ingest))
 }
 

@@ -92,6 +92,46 @@ const SERVING_PREFIX: &str = "Clientele is serving on https://";
 /// Longest wait for one HTTPS answer from the started server.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The async runtime of a benchmark: two workers, as these machines have two cores.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))
+}
+
+/// A new store in `data_dir` (created, then opened), on the system clock and random source.
+fn fresh_store(data_dir: &Path) -> Result<crate::store::Store, CliError> {
+    use crate::clock::{SystemClock, SystemRandom};
+    use crate::store::{MasterKeySource, Store, StoreOptions};
+    let config = crate::config::Config {
+        data_dir: data_dir.to_path_buf(),
+        ..crate::config::Config::default()
+    };
+    let options = StoreOptions::from_config(&config);
+    let source = MasterKeySource::File(config.master_key_file());
+    Store::init(&options, &source, &SystemClock, &SystemRandom::new())?;
+    Ok(Store::open(
+        &options,
+        &source,
+        Arc::new(SystemClock),
+        Arc::new(SystemRandom::new()),
+    )?)
+}
+
+/// The sales ingest service, with its customer service, on `store`.
+fn ingest_on(store: &crate::store::Store) -> crate::inventory::ingest::Ingest {
+    use crate::clock::{SystemClock, SystemRandom};
+    let customers = crate::crm::Customers::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(SystemRandom::new()),
+        "US",
+    );
+    crate::inventory::ingest::Ingest::new(store.clone(), Arc::new(SystemClock), customers)
+}
+
 fn progress(message: &str) {
     eprintln!("bench: {message}");
 }

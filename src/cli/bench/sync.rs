@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::{CliError, WorkDir, median, per_second, print_row, progress, rate, round3, verdict};
+use super::{
+    CliError, WorkDir, fresh_store, ingest_on, median, per_second, print_row, progress, rate,
+    round3, runtime, verdict,
+};
 use crate::audit::Actor;
 use crate::clock::{Random, SystemClock, SystemRandom};
-use crate::config::Config;
-use crate::crm::Customers;
 use crate::domain::product::ProductInput;
 use crate::inventory::ingest::Ingest;
-use crate::store::{MasterKeySource, Store, StoreOptions};
 use crate::sync::held::Held;
 use crate::sync::inbox::{Folder, Looks};
 
@@ -70,12 +70,7 @@ pub(super) fn bench_sync(args: &SyncBenchArgs) -> Result<ExitCode, CliError> {
     let random = Arc::new(SystemRandom::new());
     let work = WorkDir::create(args.dir.as_deref(), random.as_ref())?;
     progress(&format!("working in {}", work.path.display()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
-    let report = runtime.block_on(run(args, &work.path))?;
+    let report = runtime()?.block_on(run(args, &work.path))?;
     print_table(args, &report);
     println!("{}", report_json(args, &report));
     Ok(ExitCode::SUCCESS)
@@ -96,27 +91,9 @@ struct Services {
 }
 
 fn open(data_dir: &Path) -> Result<Services, CliError> {
-    let config = Config {
-        data_dir: data_dir.to_path_buf(),
-        ..Config::default()
-    };
-    let options = StoreOptions::from_config(&config);
-    let source = MasterKeySource::File(config.master_key_file());
-    Store::init(&options, &source, &SystemClock, &SystemRandom::new())?;
-    let store = Store::open(
-        &options,
-        &source,
-        Arc::new(SystemClock),
-        Arc::new(SystemRandom::new()),
-    )?;
-    let customers = Customers::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        Arc::new(SystemRandom::new()),
-        "US",
-    );
+    let store = fresh_store(data_dir)?;
     Ok(Services {
-        ingest: Ingest::new(store.clone(), Arc::new(SystemClock), customers),
+        ingest: ingest_on(&store),
         held: Held::new(
             store,
             Arc::new(SystemClock),
