@@ -1,5 +1,5 @@
 //! The command line: `init`, `serve`, `doctor`, `keys`, `user`, `bench`, `audit`, `privacy`,
-//! `import` (customers, poslog), `demo`, `backup`, `restore`.
+//! `import` (customers, products, poslog), `demo`, `backup`, `restore`.
 //!
 //! Every command works without a terminal (for install scripts and cron): secrets come from
 //! files or standard input, never from arguments, and the exit code says whether it worked.
@@ -12,6 +12,7 @@ mod doctor;
 mod generate;
 mod keys;
 pub(crate) mod poslog;
+pub(crate) mod products;
 pub(crate) mod privacy;
 mod user;
 

@@ -115,6 +115,10 @@ pub fn table() -> Vec<Endpoint> {
         endpoint!(POST "/customers/{id}/consents", Staff(customers::EDITORS), "Record a consent decision", customers::add_consent),
         endpoint!(POST "/customers/{id}/notes", Staff(customers::EDITORS), "Add a note to a customer's timeline", customers::add_note),
         endpoint!(GET "/products", Staff(ANY_ROLE), "Products: the catalog with one search box", inventory::products_page),
+        // Fixed paths before `/products/{sku}`, which would otherwise take them.
+        endpoint!(GET "/products/import", Staff(inventory::CATALOG_FILE_MANAGERS), "Product import form", inventory::catalog_import_form),
+        endpoint!(POST "/products/import", Staff(inventory::CATALOG_FILE_MANAGERS), "Import products from a CSV file, all or nothing", inventory::catalog_import),
+        endpoint!(GET "/products/export.csv", Staff(inventory::CATALOG_FILE_MANAGERS), "The catalog as CSV, in the import's format", inventory::catalog_export),
         endpoint!(GET "/products/{sku}", Staff(ANY_ROLE), "A product, its stock per location and recent movements", inventory::product_page),
         endpoint!(GET "/privacy", Staff(PRIVACY), "Privacy requests and retention review", super::privacy::index),
         endpoint!(GET "/privacy/customers/{id}", Staff(PRIVACY), "A customer's privacy actions", super::privacy::customer),
