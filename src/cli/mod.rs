@@ -12,8 +12,8 @@ mod doctor;
 mod generate;
 mod keys;
 pub(crate) mod poslog;
-pub(crate) mod products;
 pub(crate) mod privacy;
+pub(crate) mod products;
 mod user;
 
 use std::io::Read;

@@ -66,7 +66,9 @@ impl ProductFilter {
         (self.query.is_empty() || hay.iter().any(|h| h.to_lowercase().contains(&self.query)))
             && (self.brand.is_empty() || p.brand.to_lowercase() == self.brand)
             && (self.category.is_empty() || p.category.to_lowercase() == self.category)
-            && self.protected.is_none_or(|protected| p.protected == protected)
+            && self
+                .protected
+                .is_none_or(|protected| p.protected == protected)
     }
 }
 
@@ -168,7 +170,10 @@ impl Catalog {
                 categories.insert(p.category);
             }
         }
-        Ok((brands.into_iter().collect(), categories.into_iter().collect()))
+        Ok((
+            brands.into_iter().collect(),
+            categories.into_iter().collect(),
+        ))
     }
 
     /// Creates or replaces a product; returns it and whether it was new. The audit entry

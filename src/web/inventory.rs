@@ -10,11 +10,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::{Deserialize, Serialize};
 
+use crate::crm::import::Rejection;
 use crate::domain::account::Location;
 use crate::domain::product::{Product, ProductInput};
 use crate::domain::sale::SaleTransaction;
 use crate::domain::stock::{StockLevel, StockMovement, format_milli};
-use crate::crm::import::Rejection;
 use crate::inventory::InventoryError;
 use crate::inventory::catalog::ProductFilter;
 use crate::inventory::import::{self, ProductImport, ProductImportError};
@@ -604,12 +604,12 @@ pub async fn products_page(
     let next = page.next_cursor.map(|after| {
         let pairs: Vec<(&str, &str)> = [
             ("q", search.q.as_str()),
-            ("brand", &search.brand),
-            ("category", &search.category),
-            ("protected", &search.protected),
-            ("stock", &search.stock),
-            ("location", &location),
-            ("after", &after),
+            ("brand", search.brand.as_str()),
+            ("category", search.category.as_str()),
+            ("protected", search.protected.as_str()),
+            ("stock", search.stock.as_str()),
+            ("location", location.as_str()),
+            ("after", after.as_str()),
         ]
         .into_iter()
         .filter(|(_, value)| !value.is_empty())
@@ -633,10 +633,7 @@ pub async fn products_page(
             can_manage_files: CATALOG_FILE_MANAGERS.contains(&who.user.role),
             rows,
             next,
-            search: ProductSearch {
-                location,
-                ..search
-            },
+            search: ProductSearch { location, ..search },
         },
         StatusCode::OK,
     )

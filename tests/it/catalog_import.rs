@@ -98,7 +98,10 @@ async fn a_catalog_file_imports_whole_once_and_a_bad_row_imports_nothing() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("id=\"count-created\">3<"), "{body}");
     let scarf = catalog(&app).get("SCARF-RED").unwrap().unwrap();
-    assert_eq!((scarf.price, scarf.cost, scarf.margin_floor_bp), (4990, 2000, 5000));
+    assert_eq!(
+        (scarf.price, scarf.cost, scarf.margin_floor_bp),
+        (4990, 2000, 5000)
+    );
     assert!(scarf.protected);
     assert_eq!(scarf.complementary, ["GLOVES-M", "HAT-1"]);
     assert_eq!(scarf.attributes["colour"], "red");
@@ -125,7 +128,10 @@ async fn a_catalog_file_imports_whole_once_and_a_bad_row_imports_nothing() {
                  CUP-1,Cup,EUR,9,036000291452\nCUP-2,Cup,EUR,9,036000291452\n";
     let (status, body) = upload(&app, &manager, Some(&csrf), taken).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body.contains("<td>2</td><td>gtin</td><td>96385074 already belongs to product HAT-1"), "{body}");
+    assert!(
+        body.contains("<td>2</td><td>gtin</td><td>96385074 already belongs to product HAT-1"),
+        "{body}"
+    );
     assert!(body.contains("<td>4</td><td>gtin</td>"), "{body}");
     assert!(catalog(&app).get("CUP-1").unwrap().is_none());
 
@@ -239,10 +245,19 @@ async fn the_product_list_filters_by_brand_category_protection_and_stock() {
     assert_eq!(skus(&out), ["GLOVES-M", "HAT-1"]);
     assert!(out.contains("Available at W1"), "{out}");
     assert!(out.contains("<option value=\"out\" selected>"));
-    let (_, low) = page(&manager, &app, "/products?stock=low&location=W1&brand=Maison").await;
+    let (_, low) = page(
+        &manager,
+        &app,
+        "/products?stock=low&location=W1&brand=Maison",
+    )
+    .await;
     assert_eq!(skus(&low), ["GLOVES-M"]);
     let (status, _) = page(&manager, &app, "/products?stock=out").await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "stock needs a location");
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "stock needs a location"
+    );
     let (status, _) = page(&manager, &app, "/products?protected=maybe").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     app.stop().await;
@@ -264,7 +279,10 @@ fn import_products_from_the_command_line_is_all_or_nothing_and_safe_to_repeat() 
     let first = run(&file);
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{first:?}");
-    assert!(stdout.contains("3 rows, 3 products created, 0 changed, 0 unchanged"), "{stdout}");
+    assert!(
+        stdout.contains("3 rows, 3 products created, 0 changed, 0 unchanged"),
+        "{stdout}"
+    );
     let again = run(&file);
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{again:?}");
@@ -274,7 +292,11 @@ fn import_products_from_the_command_line_is_all_or_nothing_and_safe_to_repeat() 
     );
 
     let bad = dir.path().join("bad.csv");
-    std::fs::write(&bad, "sku,name,currency,price\nNEW-1,New,EUR,1\nBAD SKU,x,EUR,abc\n").unwrap();
+    std::fs::write(
+        &bad,
+        "sku,name,currency,price\nNEW-1,New,EUR,1\nBAD SKU,x,EUR,abc\n",
+    )
+    .unwrap();
     let refused = run(&bad);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
