@@ -200,7 +200,7 @@ async fn run(args: &IngestBenchArgs, dir: &Path, seed: u64) -> Result<Report, Cl
         let path = dir.join(format!("one-{n}.xml"));
         std::fs::write(
             &path,
-            poslog(&[transaction(&mut rng, sequence, args.lines)]),
+            self::poslog(&[transaction(&mut rng, sequence, args.lines)]),
         )
         .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))?;
         single_paths.push(path);
