@@ -539,8 +539,11 @@ fn record_line(bytes: &[u8], record: &csv::StringRecord) -> u64 {
 /// What the import does with one row.
 #[derive(Debug)]
 enum Plan {
-    Create(Product),
-    Update { before: Product, after: Product },
+    Create(Box<Product>),
+    Update {
+        before: Box<Product>,
+        after: Box<Product>,
+    },
     Unchanged,
 }
 
@@ -622,13 +625,13 @@ impl Catalog {
             }
         }
         Ok(match existing {
-            None => Plan::Create(product),
+            None => Plan::Create(Box::new(product)),
             Some(before) if product::changed_fields(&before, &product).is_empty() => {
                 Plan::Unchanged
             }
             Some(before) => Plan::Update {
-                before,
-                after: product,
+                before: Box::new(before),
+                after: Box::new(product),
             },
         })
     }
@@ -659,12 +662,12 @@ impl Catalog {
                 }
                 Plan::Create(after) => {
                     report.created += 1;
-                    (None, after, Expect::Absent)
+                    (None, *after, Expect::Absent)
                 }
                 Plan::Update { before, after } => {
                     report.updated += 1;
                     fields.extend(product::changed_fields(&before, &after));
-                    (Some(before), after, Expect::Present)
+                    (Some(*before), *after, Expect::Present)
                 }
             };
             let old_gtin = before.as_ref().and_then(|p| p.gtin.clone());

@@ -190,28 +190,7 @@ async fn run(args: &IngestBenchArgs, dir: &Path, seed: u64) -> Result<Report, Cl
     }
     let (json_tx, json, busy_reads) = json_phase(&ingest, bodies, seed).await?;
 
-    progress(&format!(
-        "ingesting {} POSLog files of one transaction",
-        args.single_files
-    ));
-    let mut single_paths = Vec::new();
-    for n in 0..args.single_files {
-        sequence += 1;
-        let path = dir.join(format!("one-{n}.xml"));
-        std::fs::write(
-            &path,
-            self::poslog(&[transaction(&mut rng, sequence, args.lines)]),
-        )
-        .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))?;
-        single_paths.push(path);
-    }
-    let started = Instant::now();
-    for path in &single_paths {
-        crate::sync::inbox::import_file(&ingest, path, "EUR", Actor::system("bench"))
-            .await
-            .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
-    }
-    let single = started.elapsed();
+    let single = single_files_phase(&ingest, dir, &mut rng, &mut sequence, args).await?;
 
     progress(&format!(
         "{} single sales, each until availability shows it",
@@ -240,6 +219,38 @@ async fn run(args: &IngestBenchArgs, dir: &Path, seed: u64) -> Result<Report, Cl
         single,
         sale_to_availability,
     })
+}
+
+/// Ingests `--single-files` `POSLog` files of one transaction each, one after the other.
+async fn single_files_phase(
+    ingest: &Ingest,
+    dir: &Path,
+    rng: &mut SplitMix,
+    sequence: &mut u64,
+    args: &IngestBenchArgs,
+) -> Result<Duration, CliError> {
+    progress(&format!(
+        "ingesting {} POSLog files of one transaction",
+        args.single_files
+    ));
+    let mut single_paths = Vec::new();
+    for n in 0..args.single_files {
+        *sequence += 1;
+        let path = dir.join(format!("one-{n}.xml"));
+        std::fs::write(
+            &path,
+            self::poslog(&[transaction(rng, *sequence, args.lines)]),
+        )
+        .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))?;
+        single_paths.push(path);
+    }
+    let started = Instant::now();
+    for path in &single_paths {
+        crate::sync::inbox::import_file(ingest, path, "EUR", Actor::system("bench"))
+            .await
+            .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
+    }
+    Ok(started.elapsed())
 }
 
 /// Pushes single sales one at a time; each is timed from the hand-over to the ingest (what the
