@@ -66,6 +66,11 @@ pub enum Request {
     ImportCustomers {
         file: PathBuf,
     },
+    /// Imports a catalog CSV file (`clientele import products`). The server reads the file
+    /// itself, at `file` (an absolute path it can read).
+    ImportProducts {
+        file: PathBuf,
+    },
     /// Imports `POSLog` files (`clientele import poslog`), each all or nothing. The server reads
     /// the files itself (absolute paths it can read).
     ImportPoslog {
@@ -132,6 +137,9 @@ pub enum Response {
     },
     DemoFilled {
         report: crate::crm::demo::DemoReport,
+    },
+    ProductsImported {
+        report: crate::inventory::import::ProductImport,
     },
     PoslogImported {
         files: Vec<crate::sync::inbox::FileOutcome>,
@@ -374,6 +382,7 @@ pub async fn answer(request: Request, store: Store) -> Response {
             crate::cli::privacy::answer(request, &store).await
         }
         Request::ImportCustomers { file } => crate::cli::customers::import(&store, &file).await,
+        Request::ImportProducts { file } => crate::cli::products::import(&store, &file).await,
         Request::ImportPoslog {
             files,
             default_currency,

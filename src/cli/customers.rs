@@ -47,6 +47,14 @@ pub enum ImportCommand {
     /// reported with the line and element. Transactions received before (same store, register,
     /// business day and sequence) change nothing, so importing a file again is safe.
     Poslog(super::poslog::PoslogArgs),
+    /// Import the product catalog from a CSV file (header row; comma, semicolon or tab; UTF-8)
+    ///
+    /// Columns: `sku`, `name`, `currency`, `price` (decimal, 49.90) or `price_minor` (4990);
+    /// optional `gtin`, `brand`, `category`, `cost` or `cost_minor`, `margin_floor` (percent)
+    /// or `margin_floor_bp`, `protected` (yes/no), `complementary` (SKUs separated by `;`),
+    /// and `attr:NAME` per attribute. Every bad row is reported with its line and column, and
+    /// then nothing is imported. Importing the same file again changes nothing.
+    Products(super::products::ProductsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +82,7 @@ pub fn run_import(
     let args = match command {
         ImportCommand::Customers(args) => args,
         ImportCommand::Poslog(args) => return super::poslog::run(config, source, args),
+        ImportCommand::Products(args) => return super::products::run(config, source, args),
     };
     let file = std::path::absolute(&args.file).map_err(|e| {
         CliError::Other(format!(

@@ -1,5 +1,5 @@
 //! The command line: `init`, `serve`, `doctor`, `keys`, `user`, `bench`, `audit`, `privacy`,
-//! `import` (customers, poslog), `demo`, `backup`, `restore`.
+//! `import` (customers, products, poslog), `demo`, `backup`, `restore`.
 //!
 //! Every command works without a terminal (for install scripts and cron): secrets come from
 //! files or standard input, never from arguments, and the exit code says whether it worked.
@@ -13,6 +13,7 @@ mod generate;
 mod keys;
 pub(crate) mod poslog;
 pub(crate) mod privacy;
+pub(crate) mod products;
 mod user;
 
 use std::io::Read;

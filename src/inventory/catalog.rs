@@ -31,10 +31,59 @@ pub struct ProductPage {
     pub next_cursor: Option<String>,
 }
 
+/// What the product list keeps; empty fields keep everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProductFilter {
+    /// Part of the SKU, GTIN, name, brand or category, any case.
+    pub query: String,
+    /// The brand, whole, any case.
+    pub brand: String,
+    /// The category, whole, any case.
+    pub category: String,
+    /// Only protected (`Some(true)`) or only unprotected (`Some(false)`) products.
+    pub protected: Option<bool>,
+}
+
+impl ProductFilter {
+    fn normalised(&self) -> Self {
+        Self {
+            query: self.query.trim().to_lowercase(),
+            brand: self.brand.trim().to_lowercase(),
+            category: self.category.trim().to_lowercase(),
+            protected: self.protected,
+        }
+    }
+
+    /// Whether a product passes; `self` is normalised (trimmed, lower case).
+    fn matches(&self, p: &Product) -> bool {
+        let hay = [
+            p.sku.as_str(),
+            p.gtin.as_deref().unwrap_or_default(),
+            p.name.as_str(),
+            p.brand.as_str(),
+            p.category.as_str(),
+        ];
+        (self.query.is_empty() || hay.iter().any(|h| h.to_lowercase().contains(&self.query)))
+            && (self.brand.is_empty() || p.brand.to_lowercase() == self.brand)
+            && (self.category.is_empty() || p.category.to_lowercase() == self.category)
+            && self
+                .protected
+                .is_none_or(|protected| p.protected == protected)
+    }
+}
+
 impl Catalog {
     #[must_use]
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
         Self { store, clock }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn now(&self) -> jiff::Timestamp {
+        self.clock.now()
     }
 
     /// The product with this SKU.
@@ -65,30 +114,39 @@ impl Catalog {
 
     /// Products whose SKU, GTIN, name, brand or category contains `query` (any case), by SKU,
     /// after the SKU `cursor`.
-    // Limitation: the list reads every product (no secondary index); fine for catalogs of some
-    // ten thousand SKUs, slow beyond.
     pub fn list(
         &self,
         query: &str,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<ProductPage, InventoryError> {
-        let needle = query.trim().to_lowercase();
+        let filter = ProductFilter {
+            query: query.to_owned(),
+            ..ProductFilter::default()
+        };
+        self.list_matching(&filter, cursor, limit, |_| Ok(true))
+    }
+
+    /// Products that pass `filter` and `also` (a check the catalog cannot make itself, such as
+    /// stock at a location), by SKU, after the SKU `cursor`.
+    // Limitation: the list reads every product (no secondary index); fine for catalogs of some
+    // ten thousand SKUs, slow beyond.
+    pub fn list_matching(
+        &self,
+        filter: &ProductFilter,
+        cursor: Option<&str>,
+        limit: usize,
+        mut also: impl FnMut(&Product) -> Result<bool, InventoryError>,
+    ) -> Result<ProductPage, InventoryError> {
         let limit = limit.clamp(1, MAX_PAGE);
+        let filter = filter.normalised();
         let mut items = Vec::new();
         let mut next_cursor = None;
         for (_, p) in self.store.scan_json::<Product>(PRODUCTS)? {
-            if cursor.is_some_and(|after| p.sku.as_str() <= after) {
-                continue;
-            }
-            let hay = [
-                p.sku.as_str(),
-                p.gtin.as_deref().unwrap_or_default(),
-                p.name.as_str(),
-                p.brand.as_str(),
-                p.category.as_str(),
-            ];
-            if !needle.is_empty() && !hay.iter().any(|h| h.to_lowercase().contains(&needle)) {
+            if cursor.is_some_and(|after| p.sku.as_str() <= after)
+                || !filter.matches(&p)
+                || !also(&p)?
+            {
                 continue;
             }
             if items.len() == limit {
@@ -98,6 +156,24 @@ impl Catalog {
             items.push(p);
         }
         Ok(ProductPage { items, next_cursor })
+    }
+
+    /// The brands and the categories in use, each sorted, for filter menus.
+    pub fn facets(&self) -> Result<(Vec<String>, Vec<String>), InventoryError> {
+        let mut brands = std::collections::BTreeSet::new();
+        let mut categories = std::collections::BTreeSet::new();
+        for (_, p) in self.store.scan_json::<Product>(PRODUCTS)? {
+            if !p.brand.is_empty() {
+                brands.insert(p.brand);
+            }
+            if !p.category.is_empty() {
+                categories.insert(p.category);
+            }
+        }
+        Ok((
+            brands.into_iter().collect(),
+            categories.into_iter().collect(),
+        ))
     }
 
     /// Creates or replaces a product; returns it and whether it was new. The audit entry

@@ -15,6 +15,7 @@
 //! | `idempotency` | SHA-256 of caller and `Idempotency-Key` | [`ingest::IdempotentAnswer`] |
 
 pub mod catalog;
+pub mod import;
 pub mod ingest;
 pub mod ledger;
 

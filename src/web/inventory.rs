@@ -10,11 +10,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::{Deserialize, Serialize};
 
+use crate::crm::import::Rejection;
 use crate::domain::account::Location;
 use crate::domain::product::{Product, ProductInput};
 use crate::domain::sale::SaleTransaction;
 use crate::domain::stock::{StockLevel, StockMovement, format_milli};
 use crate::inventory::InventoryError;
+use crate::inventory::catalog::ProductFilter;
+use crate::inventory::import::{self, ProductImport, ProductImportError};
 use crate::inventory::ingest::{IdempotencyClaim, money};
 use crate::inventory::ledger::MovementInput;
 
@@ -25,6 +28,7 @@ use super::error::WebError;
 use super::guard::{Principal, SignedIn};
 use super::shell::Shell;
 use super::signin::render;
+use super::upload;
 
 /// Largest body of `POST /api/v1/pos/transactions` (a batch of some thousands of sales).
 pub const MAX_INGEST_BODY: usize = 16 * 1024 * 1024;
@@ -453,6 +457,8 @@ struct ProductRow {
     category: String,
     price: String,
     protected: bool,
+    /// Available to sell at the chosen location, when one is chosen.
+    available: Option<String>,
 }
 
 impl ProductRow {
@@ -464,6 +470,7 @@ impl ProductRow {
             category: p.category.clone(),
             price: format!("{} {}", money(p.price, &p.currency), p.currency),
             protected: p.protected,
+            available: None,
         }
     }
 }
@@ -472,43 +479,161 @@ impl ProductRow {
 #[template(path = "products/list.html")]
 struct ProductListPage {
     shell: Shell,
-    query: String,
+    search: ProductSearch,
+    brands: Vec<String>,
+    categories: Vec<String>,
+    /// Codes of the locations the user may see.
+    locations: Vec<String>,
+    /// Whether the user may import and export the catalog file.
+    can_manage_files: bool,
     rows: Vec<ProductRow>,
     /// Link to the next page.
     next: Option<String>,
 }
 
-/// `?q=&after=` of the product list page.
-#[derive(Debug, Deserialize)]
+/// `?q=&brand=&category=&protected=&stock=&location=&after=` of the product list page; every
+/// filter is kept in the form.
+#[derive(Debug, Default, Deserialize)]
 pub struct ProductSearch {
     #[serde(default)]
     q: String,
     #[serde(default)]
+    brand: String,
+    #[serde(default)]
+    category: String,
+    /// `yes`, `no` or empty (either).
+    #[serde(default)]
+    protected: String,
+    /// `out` (nothing on hand), `low` (nothing available to sell: on hand minus reserved minus
+    /// safety stock) or empty; needs `location`.
+    #[serde(default)]
+    stock: String,
+    /// A location code, for `stock` and the availability column.
+    #[serde(default)]
+    location: String,
+    #[serde(default)]
     after: Option<String>,
 }
 
-/// `GET /products`: the catalog with one search box.
+impl ProductSearch {
+    fn filter(&self) -> Result<ProductFilter, WebError> {
+        let protected = match self.protected.as_str() {
+            "" => None,
+            "yes" => Some(true),
+            "no" => Some(false),
+            other => {
+                return Err(WebError::Invalid {
+                    field: "protected".into(),
+                    message: format!("{other:?} is not yes, no or empty"),
+                });
+            }
+        };
+        Ok(ProductFilter {
+            query: self.q.clone(),
+            brand: self.brand.clone(),
+            category: self.category.clone(),
+            protected,
+        })
+    }
+
+    /// The stock check the list applies at `location`, if any.
+    fn stock_rule(&self) -> Result<Option<(String, bool)>, WebError> {
+        let location = self.location.trim().to_uppercase();
+        let out_only = match self.stock.as_str() {
+            "" => return Ok(None),
+            "out" => true,
+            "low" => false,
+            other => {
+                return Err(WebError::Invalid {
+                    field: "stock".into(),
+                    message: format!("{other:?} is not out, low or empty"),
+                });
+            }
+        };
+        if location.is_empty() {
+            return Err(WebError::Invalid {
+                field: "location".into(),
+                message: "choose the location whose stock to filter by".into(),
+            });
+        }
+        Ok(Some((location, out_only)))
+    }
+}
+
+/// `GET /products`: the catalog with a search box and filters (brand, category, protected,
+/// out of or low on stock at a location).
 pub async fn products_page(
     state: web::Data<AppState>,
     who: SignedIn,
+    principal: Principal,
     query: web::Query<ProductSearch>,
 ) -> Result<HttpResponse, WebError> {
-    let page = state
-        .ingest
-        .catalog()
-        .list(&query.q, query.after.as_deref(), 50)
+    let search = query.into_inner();
+    let filter = search.filter()?;
+    let stock_rule = search.stock_rule()?;
+    let location = search.location.trim().to_uppercase();
+    let visibility = Visibility::of(&state, &principal)?;
+    if !location.is_empty() && !visibility.can_see(&location) {
+        return Err(WebError::Forbidden(format!(
+            "location {location} is outside the stores you may see"
+        )));
+    }
+    let catalog = state.ingest.catalog();
+    let ledger = state.ingest.ledger();
+    let page = catalog
+        .list_matching(&filter, search.after.as_deref(), 50, |p| {
+            let Some((code, out_only)) = &stock_rule else {
+                return Ok(true);
+            };
+            let level = ledger.level(&p.sku, code)?;
+            Ok(if *out_only {
+                level.on_hand_milli <= 0
+            } else {
+                level.available_milli() <= 0
+            })
+        })
         .map_err(web_error)?;
+    let mut rows: Vec<ProductRow> = page.items.iter().map(ProductRow::of).collect();
+    if !location.is_empty() {
+        for row in &mut rows {
+            let level = ledger.level(&row.sku, &location).map_err(web_error)?;
+            row.available = Some(format_milli(level.available_milli()));
+        }
+    }
+    let (brands, categories) = catalog.facets().map_err(web_error)?;
+    let next = page.next_cursor.map(|after| {
+        let pairs: Vec<(&str, &str)> = [
+            ("q", search.q.as_str()),
+            ("brand", search.brand.as_str()),
+            ("category", search.category.as_str()),
+            ("protected", search.protected.as_str()),
+            ("stock", search.stock.as_str()),
+            ("location", location.as_str()),
+            ("after", after.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
+        format!(
+            "/products?{}",
+            serde_urlencoded::to_string(pairs).unwrap_or_default()
+        )
+    });
     render(
         &ProductListPage {
             shell: Shell::signed_in(&who, "Products", "/products"),
-            query: query.q.clone(),
-            rows: page.items.iter().map(ProductRow::of).collect(),
-            next: page.next_cursor.map(|after| {
-                let query =
-                    serde_urlencoded::to_string([("q", query.q.as_str()), ("after", &after)])
-                        .unwrap_or_default();
-                format!("/products?{query}")
-            }),
+            brands,
+            categories,
+            locations: visibility
+                .locations
+                .iter()
+                .filter(|l| visibility.can_see(&l.code))
+                .map(|l| l.code.clone())
+                .collect(),
+            can_manage_files: CATALOG_FILE_MANAGERS.contains(&who.user.role),
+            rows,
+            next,
+            search: ProductSearch { location, ..search },
         },
         StatusCode::OK,
     )
@@ -618,4 +743,141 @@ pub async fn product_page(
         },
         StatusCode::OK,
     )
+}
+
+// --- catalog files ---
+
+/// Who may import and export the catalog file (the same people as change products).
+pub const CATALOG_FILE_MANAGERS: &[crate::domain::account::Role] = &[
+    crate::domain::account::Role::Manager,
+    crate::domain::account::Role::Admin,
+];
+
+/// Rejected rows shown on the import page; the message says how many there were.
+const MAX_SHOWN_REJECTIONS: usize = 1000;
+
+/// What a catalog import did, for the page.
+#[derive(Debug)]
+struct CatalogImportReport {
+    imported: bool,
+    message: String,
+    counts: Option<ProductImport>,
+    rejections: Vec<Rejection>,
+}
+
+#[derive(Debug, Template)]
+#[template(path = "products/import.html")]
+struct CatalogImportPage {
+    shell: Shell,
+    columns: String,
+    limit_mb: usize,
+    report: Option<CatalogImportReport>,
+}
+
+fn catalog_import_page(
+    who: &SignedIn,
+    report: Option<CatalogImportReport>,
+) -> Result<HttpResponse, WebError> {
+    let status = match &report {
+        Some(r) if !r.imported => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    render(
+        &CatalogImportPage {
+            shell: Shell::signed_in(who, "Import products", "/products"),
+            columns: import::COLUMNS.join(", "),
+            limit_mb: upload::UPLOAD_LIMIT / (1024 * 1024),
+            report,
+        },
+        status,
+    )
+}
+
+fn import_refused(message: String, rejections: Vec<Rejection>) -> CatalogImportReport {
+    CatalogImportReport {
+        imported: false,
+        message,
+        counts: None,
+        rejections,
+    }
+}
+
+/// `GET /products/import`: the upload form.
+pub async fn catalog_import_form(who: SignedIn) -> Result<HttpResponse, WebError> {
+    catalog_import_page(&who, None)
+}
+
+/// `POST /products/import`: imports the uploaded catalog CSV, all or nothing, and shows the
+/// report. The guard has checked the form's CSRF field.
+pub async fn catalog_import(
+    state: web::Data<AppState>,
+    who: SignedIn,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, WebError> {
+    let boundary = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(upload::boundary)
+        .ok_or_else(|| WebError::BadRequest("send the file with the import form".into()))?;
+    let body = upload::read_limited(payload, upload::UPLOAD_LIMIT).await?;
+    let parts = upload::parts(&body, &boundary).map_err(WebError::BadRequest)?;
+    let Some(file) = parts
+        .iter()
+        .find(|p| p.name == "file" && p.filename.is_some())
+    else {
+        let report = import_refused("Choose a CSV file to import.".into(), Vec::new());
+        return catalog_import_page(&who, Some(report));
+    };
+    let result = state
+        .ingest
+        .catalog()
+        .import_csv(file.data, who.actor())
+        .await;
+    let report = match result {
+        Ok(counts) => CatalogImportReport {
+            imported: true,
+            message: format!(
+                "{} rows imported: {} new products, {} changed, {} unchanged.",
+                counts.rows, counts.created, counts.updated, counts.unchanged
+            ),
+            counts: Some(counts),
+            rejections: Vec::new(),
+        },
+        Err(ProductImportError::Inventory(err)) => return Err(web_error(err)),
+        Err(err) => {
+            let message = err.to_string();
+            let mut rejections = match err {
+                ProductImportError::Rejected { rejections, .. } => rejections,
+                _ => Vec::new(),
+            };
+            rejections.truncate(MAX_SHOWN_REJECTIONS);
+            import_refused(message, rejections)
+        }
+    };
+    catalog_import_page(&who, Some(report))
+}
+
+/// `GET /products/export.csv`: the whole catalog in the import's format.
+pub async fn catalog_export(
+    state: web::Data<AppState>,
+    _who: SignedIn,
+) -> Result<HttpResponse, WebError> {
+    let catalog = state.ingest.catalog().clone();
+    let file = web::block(move || {
+        let mut out = Vec::new();
+        catalog.write_csv(&mut out).map(|_| out)
+    })
+    .await
+    .map_err(|e| WebError::Internal(format!("export task: {e}")))?
+    .map_err(web_error)?;
+    let day = state.ingest.catalog().now().strftime("%Y-%m-%d");
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"products-{day}.csv\""),
+        ))
+        .body(file))
 }

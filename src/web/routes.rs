@@ -117,7 +117,11 @@ pub fn table() -> Vec<Endpoint> {
         endpoint!(POST "/customers/{id}", Staff(customers::EDITORS), "Change a customer", customers::update),
         endpoint!(POST "/customers/{id}/consents", Staff(customers::EDITORS), "Record a consent decision", customers::add_consent),
         endpoint!(POST "/customers/{id}/notes", Staff(customers::EDITORS), "Add a note to a customer's timeline", customers::add_note),
-        endpoint!(GET "/products", Staff(ANY_ROLE), "Products: the catalog with one search box", inventory::products_page),
+        endpoint!(GET "/products", Staff(ANY_ROLE), "Products: the catalog with a search box and filters (brand, category, protected, stock at a location)", inventory::products_page),
+        // Fixed paths before `/products/{sku}`, which would otherwise take them.
+        endpoint!(GET "/products/import", Staff(inventory::CATALOG_FILE_MANAGERS), "Product import form", inventory::catalog_import_form),
+        endpoint!(POST "/products/import", Staff(inventory::CATALOG_FILE_MANAGERS), "Import products from a CSV file, all or nothing", inventory::catalog_import),
+        endpoint!(GET "/products/export.csv", Staff(inventory::CATALOG_FILE_MANAGERS), "The catalog as CSV, in the import's format", inventory::catalog_export),
         endpoint!(GET "/products/{sku}", Staff(ANY_ROLE), "A product, its stock per location and recent movements", inventory::product_page),
         endpoint!(GET "/sync", Staff(SYNC_WATCHERS), "Sync: every connector's health and the dead letters", sync::index),
         endpoint!(GET "/sync/connectors/{name}", Staff(SYNC_WATCHERS), "A connector: schedule, state, dead letters, processed files", sync::connector),

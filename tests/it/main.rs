@@ -12,6 +12,7 @@ mod audit_page;
 mod audit_tamper;
 mod backup;
 mod browser;
+mod catalog_import;
 mod cli;
 mod crash;
 mod crm;

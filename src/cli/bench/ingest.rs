@@ -5,7 +5,10 @@
 //!    ingested one after the other as the drop folder does (each file one change set);
 //! 2. JSON batches of `--batch` transactions parsed and ingested by `--writers` concurrent
 //!    callers, as the ingest API does after its guard (in-process: no TLS or HTTP);
-//! 3. availability reads (the running total of one SKU at one store, as the availability API
+//! 3. `--single-files` `POSLog` files of one transaction each, one after the other (files/s);
+//! 4. `--pushes` single sales handed to the ingest one at a time, each timed until the
+//!    availability read shows it (sale to availability: p50 and p99);
+//! 5. availability reads (the running total of one SKU at one store, as the availability API
 //!    reads it) timed during the JSON phase and again on an idle store: p50 and p99.
 //!
 //! A share of the transactions carries a loyalty id, so customers are resolved, created and
@@ -59,6 +62,14 @@ pub struct IngestBenchArgs {
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
     writers: u64,
 
+    /// `POSLog` files of one transaction each, ingested one after the other (files per second)
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    single_files: u64,
+
+    /// Single sales pushed one at a time, each timed until availability reflects it
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pushes: u64,
+
     /// Folder to work in (a fresh sub-folder is made there and removed at the end)
     /// [default: the system temporary folder]
     #[arg(long, value_name = "DIR")]
@@ -109,6 +120,10 @@ struct Report {
     json: Duration,
     busy_reads: Vec<Duration>,
     idle_reads: Vec<Duration>,
+    single_files: u64,
+    single: Duration,
+    /// From handing a sale to the ingest until the availability read shows it, sorted.
+    sale_to_availability: Vec<Duration>,
 }
 
 async fn run(args: &IngestBenchArgs, dir: &Path, seed: u64) -> Result<Report, CliError> {
@@ -175,6 +190,14 @@ async fn run(args: &IngestBenchArgs, dir: &Path, seed: u64) -> Result<Report, Cl
     }
     let (json_tx, json, busy_reads) = json_phase(&ingest, bodies, seed).await?;
 
+    let single = single_files_phase(&ingest, dir, &mut rng, &mut sequence, args).await?;
+
+    progress(&format!(
+        "{} single sales, each until availability shows it",
+        args.pushes
+    ));
+    let sale_to_availability = sale_to_availability(&ingest, &mut rng, &mut sequence, args).await?;
+
     progress("availability on the idle store");
     let idle_reads = read_availability(
         ingest.clone(),
@@ -192,7 +215,88 @@ async fn run(args: &IngestBenchArgs, dir: &Path, seed: u64) -> Result<Report, Cl
         json,
         busy_reads,
         idle_reads,
+        single_files: args.single_files,
+        single,
+        sale_to_availability,
     })
+}
+
+/// Ingests `--single-files` `POSLog` files of one transaction each, one after the other.
+async fn single_files_phase(
+    ingest: &Ingest,
+    dir: &Path,
+    rng: &mut SplitMix,
+    sequence: &mut u64,
+    args: &IngestBenchArgs,
+) -> Result<Duration, CliError> {
+    progress(&format!(
+        "ingesting {} POSLog files of one transaction",
+        args.single_files
+    ));
+    let mut single_paths = Vec::new();
+    for n in 0..args.single_files {
+        *sequence += 1;
+        let path = dir.join(format!("one-{n}.xml"));
+        std::fs::write(
+            &path,
+            self::poslog(&[transaction(rng, *sequence, args.lines)]),
+        )
+        .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))?;
+        single_paths.push(path);
+    }
+    let started = Instant::now();
+    for path in &single_paths {
+        crate::sync::inbox::import_file(ingest, path, "EUR", Actor::system("bench"))
+            .await
+            .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
+    }
+    Ok(started.elapsed())
+}
+
+/// Pushes single sales one at a time; each is timed from the hand-over to the ingest (what the
+/// API handler does once the body is parsed) until the availability read of its first line's
+/// SKU and store shows it. Returns the sorted times.
+async fn sale_to_availability(
+    ingest: &Ingest,
+    rng: &mut SplitMix,
+    sequence: &mut u64,
+    args: &IngestBenchArgs,
+) -> Result<Vec<Duration>, CliError> {
+    let mut times = Vec::new();
+    for _ in 0..args.pushes {
+        *sequence += 1;
+        let mut sale = transaction(rng, *sequence, args.lines);
+        sale.lines.truncate(1);
+        let Some(line) = sale.lines.first().cloned() else {
+            continue;
+        };
+        sale.tenders = Vec::new();
+        sale.total = None;
+        let before = ingest
+            .ledger()
+            .level(&line.sku, &sale.key.store)
+            .map_err(|e| CliError::Other(e.to_string()))?
+            .on_hand_milli;
+        let store = sale.key.store.clone();
+        let started = Instant::now();
+        ingest
+            .ingest(vec![sale], Actor::system("bench"), "api", None)
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        loop {
+            let level = ingest
+                .ledger()
+                .level(&line.sku, &store)
+                .map_err(|e| CliError::Other(e.to_string()))?;
+            if level.on_hand_milli == before - line.quantity_milli {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        times.push(started.elapsed());
+    }
+    times.sort_unstable();
+    Ok(times)
 }
 
 /// Every writer sends its batches; availability is read meanwhile. Returns the transactions
@@ -499,6 +603,33 @@ fn print_table(args: &IngestBenchArgs, r: &Report) {
         );
     }
     print_row(
+        "POSLog files of one transaction",
+        &format!("{:.0} files/s", rate(r.single_files, r.single)),
+        &format!(
+            "{} files in {:.1} s",
+            r.single_files,
+            r.single.as_secs_f64()
+        ),
+        "",
+        "",
+        "",
+    );
+    print_row(
+        "sale to availability",
+        &format!(
+            "p99 {:.3} ms",
+            millis(percentile(&r.sale_to_availability, 990))
+        ),
+        &format!(
+            "p50 {:.3} ms, {} sales",
+            millis(percentile(&r.sale_to_availability, 500)),
+            r.sale_to_availability.len()
+        ),
+        "",
+        "",
+        "",
+    );
+    print_row(
         "catalog fill (products)",
         &per_second(rate(SKUS, r.catalog)),
         &format!("{SKUS} in {:.1} s", r.catalog.as_secs_f64()),
@@ -529,5 +660,9 @@ fn report_json(args: &IngestBenchArgs, r: &Report) -> serde_json::Value {
         "availability_idle_p50_ms": round3(millis(percentile(&r.idle_reads, 500))),
         "availability_idle_p99_ms": round3(millis(percentile(&r.idle_reads, 990))),
         "catalog_products_per_s": round3(rate(SKUS, r.catalog)),
+        "single_files": r.single_files,
+        "single_files_per_s": round3(rate(r.single_files, r.single)),
+        "sale_to_availability_p50_ms": round3(millis(percentile(&r.sale_to_availability, 500))),
+        "sale_to_availability_p99_ms": round3(millis(percentile(&r.sale_to_availability, 990))),
     })
 }
