@@ -70,10 +70,8 @@ pub const IMPORTS: Table = Table::new("customer_imports");
 /// Staged chunks: import id + chunk number → [`Manifest`] of the keys the chunk wrote.
 pub const IMPORT_STAGED: Table = Table::new("customer_import_staged");
 
-/// New customers per staged change set: about 26,000 store records and 15 MB in memory per
-/// set. Every group the committer writes costs a keystore sync and a store flush, so fewer,
-/// larger sets write faster; two sets are in flight at a time.
-pub const CHUNK: usize = 5_000;
+/// New customers per staged change set.
+pub const CHUNK: usize = 2_000;
 
 /// Separator of several values in one cell (`a@example.com|b@example.com`).
 pub const LIST_SEPARATOR: char = '|';
