@@ -8,8 +8,15 @@
 //! scan runs as a background job instead: once at start (the search index is built by then)
 //! and every [`SCAN_EVERY`], plus the "re-scan now" button of the review page. Pairs already
 //! dismissed or merged are not raised again.
+//!
+//! The scan reads and compares on a blocking thread that cannot be cancelled from outside, so
+//! it checks a stop flag as it goes: when the scan's future is dropped (the server stopping
+//! aborts the background job; a closed request drops its handler), the thread gives up within
+//! a few thousand profiles or one group, and a graceful stop does not wait for a full scan.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -38,6 +45,22 @@ pub struct ScanReport {
     pub raised: usize,
     pub elapsed_ms: u64,
 }
+
+/// Profiles read (or group members compared) between two looks at the stop flag.
+const STOP_CHECK_EVERY: usize = 4096;
+
+/// Raises its flag when dropped: the blocking half of a scan watches it.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The scan was given up because its caller went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stopped;
 
 /// One live profile as the scan sees it.
 struct Entry {
@@ -128,10 +151,19 @@ fn compare_groups(
     entries: &[Entry],
     reason: &str,
     found: &mut HashMap<(Id, Id), Similar>,
-) {
+    stop: &AtomicBool,
+) -> Result<(), Stopped> {
+    let mut compared = 0usize;
     for members in groups.into_values() {
         let members = &members[..members.len().min(MAX_GROUP)];
         for (n, &x) in members.iter().enumerate() {
+            compared += members.len() - n;
+            if compared >= STOP_CHECK_EVERY {
+                compared = 0;
+                if stop.load(Ordering::Relaxed) {
+                    return Err(Stopped);
+                }
+            }
             for &y in &members[n + 1..] {
                 let (ex, ey) = (&entries[x], &entries[y]);
                 let Some(mut score) = name_score(&ex.name, &ey.name) else {
@@ -163,16 +195,25 @@ fn compare_groups(
             }
         }
     }
+    Ok(())
 }
 
 /// Finds similar live profiles among `customers`, best first.
 #[must_use]
 pub fn similar_pairs(customers: &[Customer]) -> Vec<Similar> {
+    similar_pairs_until(customers, &AtomicBool::new(false)).unwrap_or_default()
+}
+
+/// [`similar_pairs`], giving up when `stop` is raised.
+fn similar_pairs_until(customers: &[Customer], stop: &AtomicBool) -> Result<Vec<Similar>, Stopped> {
     let mut entries = Vec::new();
     let mut by_postcode: HashMap<String, Vec<usize>> = HashMap::new();
     let mut by_line: HashMap<String, Vec<usize>> = HashMap::new();
     for c in customers.iter().filter(|c| c.merged_into.is_none()) {
         let n = entries.len();
+        if n % STOP_CHECK_EVERY == STOP_CHECK_EVERY - 1 && stop.load(Ordering::Relaxed) {
+            return Err(Stopped);
+        }
         let first = c.addresses.first();
         let line1 = first.map(|a| fold(&a.line1)).unwrap_or_default();
         for a in &c.addresses {
@@ -204,18 +245,34 @@ pub fn similar_pairs(customers: &[Customer]) -> Vec<Similar> {
         &entries,
         "similar name and same postcode",
         &mut found,
-    );
-    compare_groups(by_line, &entries, "similar name and address", &mut found);
+        stop,
+    )?;
+    compare_groups(
+        by_line,
+        &entries,
+        "similar name and address",
+        &mut found,
+        stop,
+    )?;
     let mut out: Vec<Similar> = found.into_values().collect();
     out.sort_by(|x, y| y.score.cmp(&x.score).then(x.a.cmp(&y.a)));
-    out
+    Ok(out)
 }
 
 impl Customers {
     /// Every live (readable, not merged-away) profile; erased ones are skipped.
     pub fn live_profiles(&self) -> Result<Vec<Customer>, CrmError> {
+        self.live_profiles_until(&AtomicBool::new(false))
+            .map(Option::unwrap_or_default)
+    }
+
+    /// [`Self::live_profiles`], or `None` when `stop` was raised before the end.
+    fn live_profiles_until(&self, stop: &AtomicBool) -> Result<Option<Vec<Customer>>, CrmError> {
         let mut out = Vec::new();
-        for item in self.store().scan(CUSTOMERS, b"") {
+        for (n, item) in self.store().scan(CUSTOMERS, b"").enumerate() {
+            if n % STOP_CHECK_EVERY == STOP_CHECK_EVERY - 1 && stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
             let bytes = match item {
                 Ok((_, bytes)) => bytes,
                 Err(StoreError::Erased) => continue,
@@ -227,7 +284,7 @@ impl Customers {
                 out.push(customer);
             }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Scans every live profile for similar names at one postcode or address and raises the
@@ -235,13 +292,24 @@ impl Customers {
     pub async fn scan_duplicates(&self) -> Result<ScanReport, CrmError> {
         let started = Instant::now();
         let reader = self.clone();
-        let (count, pairs) = tokio::task::spawn_blocking(move || {
-            reader
-                .live_profiles()
-                .map(|all| (all.len(), similar_pairs(&all)))
+        let stop = Arc::new(AtomicBool::new(false));
+        // Dropped with this future (the job aborted, the request gone): the thread gives up.
+        let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
+        let scanned = tokio::task::spawn_blocking(move || {
+            let Some(all) = reader.live_profiles_until(&stop)? else {
+                return Ok(None);
+            };
+            Ok::<_, CrmError>(
+                similar_pairs_until(&all, &stop)
+                    .ok()
+                    .map(|pairs| (all.len(), pairs)),
+            )
         })
         .await
         .map_err(|e| StoreError::WriteFailed(format!("duplicate scan stopped: {e}")))??;
+        let Some((count, pairs)) = scanned else {
+            return Err(StoreError::WriteFailed("duplicate scan stopped early".into()).into());
+        };
         let known: HashSet<(Id, Id)> = self
             .store()
             .scan_json::<DuplicateCandidate>(DUPLICATES)?
@@ -351,5 +419,36 @@ mod tests {
         assert!(!pairs.iter().any(|p| p.a == all[2].id || p.b == all[2].id));
         let best = &pairs[0];
         assert!(best.score >= 70, "{pairs:?}");
+    }
+
+    #[test]
+    fn a_raised_stop_flag_ends_the_comparison_early() {
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        // One postcode shared by many: comparing them all is the long part of a scan.
+        let all: Vec<Customer> = (0..300u32)
+            .map(|n| {
+                let mut bytes = [0u8; 16];
+                bytes[..4].copy_from_slice(&n.to_be_bytes());
+                let mut c = super::super::blank(Id::from_bytes(bytes), now);
+                c.given_name = "Jon".into();
+                c.family_name = if n % 2 == 0 { "Smith" } else { "Smyth" }.into();
+                c.addresses.push(crate::domain::customer::Address {
+                    postcode: "SW1A 1AA".into(),
+                    ..Default::default()
+                });
+                c
+            })
+            .collect();
+        let stop = AtomicBool::new(true);
+        assert_eq!(similar_pairs_until(&all, &stop), Err(Stopped));
+        stop.store(false, Ordering::Relaxed);
+        let pairs = similar_pairs_until(&all, &stop).unwrap();
+        assert_eq!(pairs.len(), 300 * 299 / 2);
+        assert_eq!(similar_pairs(&all).len(), pairs.len());
+
+        // Dropping the guard (the scan's future going away) raises the flag.
+        let flag = Arc::new(AtomicBool::new(false));
+        drop(StopOnDrop(Arc::clone(&flag)));
+        assert!(flag.load(Ordering::Relaxed));
     }
 }

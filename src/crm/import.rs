@@ -961,8 +961,9 @@ impl Customers {
         progress(Stage::Writing, total, total);
         {
             let mut index = self.index_mut();
+            let mut bulk = index.bulk();
             for customer in created.iter().chain(&updated) {
-                index.upsert(customer);
+                bulk.upsert(customer);
             }
         }
         self.forget_manifests(&staged).await;

@@ -428,6 +428,7 @@ impl Customers {
     pub fn build_index(&self) -> Result<usize, StoreError> {
         let started = std::time::Instant::now();
         let mut index = SearchIndex::new();
+        let mut bulk = index.bulk();
         for item in self.inner.store.scan(CUSTOMERS, b"") {
             let bytes = match item {
                 Ok((_, bytes)) => bytes,
@@ -436,8 +437,9 @@ impl Customers {
             };
             let customer: Customer = serde_json::from_slice(&bytes)
                 .map_err(|err| StoreError::Decode(format!("customers: {err}")))?;
-            index.upsert(&customer);
+            bulk.upsert(&customer);
         }
+        drop(bulk);
         let count = index.len();
         {
             let mut live = self.index_mut();

@@ -6,14 +6,25 @@
 //! beyond; Damerau: a swap of two neighbours is one edit). Every query word must match a word
 //! of the name. Emails, phones and loyalty ids are not here: they are found exactly through the
 //! store's blind indexes.
+//!
+//! Results are ranked by how well they match, then by name. Each word's posting list is kept
+//! in that name order, so a search walks the lists of the matching words in step (a k-way
+//! merge), one match quality at a time, and stops as soon as it holds the requested number of
+//! hits: a two-letter prefix shared by tens of thousands of people costs the same as a rare
+//! name. Writes insert into the sorted lists by binary search; a bulk load ([`Bulk`]) appends
+//! and sorts each touched list once at the end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use crate::domain::Id;
 use crate::domain::customer::{Customer, search_tokens};
 
 /// Most hits returned.
 pub const MAX_HITS: usize = 50;
+
+/// Bytes of the name kept in each posting, so most comparisons need not look the name up.
+const KEY_LEN: usize = 12;
 
 /// How a hit matched; the order is the ranking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,7 +49,27 @@ struct Doc {
     name: Box<str>,
     postcode: Box<str>,
     tokens: Box<[u32]>,
-    live: bool,
+}
+
+/// One entry of a posting list: the start of the name (zero-padded, so comparing keys agrees
+/// with comparing names whenever the keys differ) and the document number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Posting {
+    key: [u8; KEY_LEN],
+    doc: u32,
+}
+
+/// One distinct name word.
+#[derive(Debug)]
+struct Word {
+    chars: Box<[char]>,
+    /// Characters present, hashed into 64 bits, to skip hopeless edit-distance checks.
+    mask: u64,
+    /// Documents holding the word, in (name, document number) order except while a [`Bulk`]
+    /// load is open.
+    docs: Vec<Posting>,
+    /// Appended to out of order by a bulk load; sorted when the load ends.
+    unsorted: bool,
 }
 
 /// Index of customer names.
@@ -49,10 +80,147 @@ pub struct SearchIndex {
     /// Word → its number.
     words: BTreeMap<Box<str>, u32>,
     /// Word number → the word and the docs holding it.
-    postings: Vec<(Box<str>, Vec<u32>)>,
+    postings: Vec<Word>,
     /// Word numbers by length in characters, for fuzzy matching.
     by_len: Vec<Vec<u32>>,
     live: usize,
+}
+
+/// A bulk load into a [`SearchIndex`]: customers are appended unsorted and every touched
+/// posting list is sorted once when the load is dropped. Searching waits for the drop (the
+/// load holds the index mutably).
+#[derive(Debug)]
+pub struct Bulk<'a> {
+    index: &'a mut SearchIndex,
+}
+
+impl Bulk<'_> {
+    /// [`SearchIndex::upsert`] without keeping the lists sorted until the load ends.
+    pub fn upsert(&mut self, customer: &Customer) {
+        self.index.insert(customer, false);
+    }
+}
+
+impl Drop for Bulk<'_> {
+    fn drop(&mut self) {
+        let SearchIndex { docs, postings, .. } = &mut *self.index;
+        for word in postings.iter_mut().filter(|w| w.unsorted) {
+            word.docs.sort_unstable_by(|a, b| order(docs, a, b));
+            word.unsorted = false;
+        }
+    }
+}
+
+/// The ranking order of two postings: name, then document number.
+fn order(docs: &[Doc], a: &Posting, b: &Posting) -> Ordering {
+    a.key.cmp(&b.key).then_with(|| {
+        if a.doc == b.doc {
+            return Ordering::Equal;
+        }
+        docs[a.doc as usize]
+            .name
+            .cmp(&docs[b.doc as usize].name)
+            .then(a.doc.cmp(&b.doc))
+    })
+}
+
+fn name_key(name: &str) -> [u8; KEY_LEN] {
+    let mut key = [0u8; KEY_LEN];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(KEY_LEN);
+    key[..n].copy_from_slice(&bytes[..n]);
+    key
+}
+
+fn char_mask(chars: &[char]) -> u64 {
+    chars
+        .iter()
+        .fold(0u64, |mask, c| mask | 1u64 << (u32::from(*c) % 64))
+}
+
+/// The head of one posting list during a merge; the heap's top is the smallest name.
+struct Head<'a> {
+    at: Posting,
+    list: usize,
+    pos: usize,
+    docs: &'a [Doc],
+}
+
+impl PartialEq for Head<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Head<'_> {}
+
+impl PartialOrd for Head<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Head<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: `BinaryHeap` is a max-heap.
+        order(self.docs, &other.at, &self.at).then(other.list.cmp(&self.list))
+    }
+}
+
+/// Walks several sorted posting lists as one, in name order, each document once.
+struct Merge<'a> {
+    lists: Vec<&'a [Posting]>,
+    heap: BinaryHeap<Head<'a>>,
+    docs: &'a [Doc],
+    last: Option<u32>,
+}
+
+impl<'a> Merge<'a> {
+    fn new(lists: Vec<&'a [Posting]>, docs: &'a [Doc]) -> Self {
+        let heap = lists
+            .iter()
+            .enumerate()
+            .filter_map(|(list, postings)| {
+                postings.first().map(|&at| Head {
+                    at,
+                    list,
+                    pos: 0,
+                    docs,
+                })
+            })
+            .collect();
+        Self {
+            lists,
+            heap,
+            docs,
+            last: None,
+        }
+    }
+}
+
+impl Iterator for Merge<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        loop {
+            let head = self.heap.pop()?;
+            let doc = head.at.doc;
+            if let Some(&at) = self.lists[head.list].get(head.pos + 1) {
+                self.heap.push(Head {
+                    at,
+                    list: head.list,
+                    pos: head.pos + 1,
+                    docs: self.docs,
+                });
+            }
+            // A document holding two matching words comes out of two lists, one after the
+            // other (the order is total).
+            if self.last != Some(doc) {
+                self.last = Some(doc);
+                return Some(doc);
+            }
+        }
+    }
 }
 
 impl SearchIndex {
@@ -72,29 +240,55 @@ impl SearchIndex {
         self.live == 0
     }
 
+    /// Starts a bulk load (index build, import): much cheaper than one upsert after another.
+    pub fn bulk(&mut self) -> Bulk<'_> {
+        Bulk { index: self }
+    }
+
     /// Adds or replaces a customer; merged-away profiles are not searchable.
     pub fn upsert(&mut self, customer: &Customer) {
+        self.insert(customer, true);
+    }
+
+    fn insert(&mut self, customer: &Customer, sorted: bool) {
         self.remove(customer.id);
         if customer.merged_into.is_some() {
             return;
         }
         let doc_no = u32::try_from(self.docs.len()).unwrap_or(u32::MAX);
-        let mut tokens: Vec<u32> = search_tokens(&customer.display_name())
+        let name = customer.display_name();
+        let mut tokens: Vec<u32> = search_tokens(&name)
             .into_iter()
             .map(|word| self.word(&word))
             .collect();
         tokens.sort_unstable();
         tokens.dedup();
-        for &t in &tokens {
-            self.postings[t as usize].1.push(doc_no);
-        }
+        let posting = Posting {
+            key: name_key(&name),
+            doc: doc_no,
+        };
         self.docs.push(Doc {
             id: customer.id,
-            name: customer.display_name().into(),
+            name: name.into(),
             postcode: customer.postcode().unwrap_or_default().into(),
-            tokens: tokens.into(),
-            live: true,
+            tokens: tokens.clone().into(),
         });
+        for &t in &tokens {
+            let Self { docs, postings, .. } = &mut *self;
+            let word = &mut postings[t as usize];
+            if sorted && !word.unsorted {
+                let at = word
+                    .docs
+                    .partition_point(|p| order(docs, p, &posting) == Ordering::Less);
+                word.docs.insert(at, posting);
+            } else {
+                word.unsorted |= word
+                    .docs
+                    .last()
+                    .is_some_and(|last| order(docs, last, &posting) == Ordering::Greater);
+                word.docs.push(posting);
+            }
+        }
         self.by_id.insert(customer.id, doc_no);
         self.live += 1;
     }
@@ -104,22 +298,34 @@ impl SearchIndex {
         let Some(doc_no) = self.by_id.remove(&id) else {
             return;
         };
-        let doc = &mut self.docs[doc_no as usize];
-        doc.live = false;
+        let Self { docs, postings, .. } = &mut *self;
+        let doc = &docs[doc_no as usize];
+        let posting = Posting {
+            key: name_key(&doc.name),
+            doc: doc_no,
+        };
         for &t in &doc.tokens {
-            self.postings[t as usize].1.retain(|d| *d != doc_no);
+            let word = &mut postings[t as usize];
+            if word.unsorted {
+                word.docs.retain(|p| p.doc != doc_no);
+            } else if let Ok(at) = word.docs.binary_search_by(|p| order(docs, p, &posting)) {
+                word.docs.remove(at);
+            }
         }
+        let doc = &mut docs[doc_no as usize];
         doc.tokens = Box::new([]);
         doc.name = "".into();
         doc.postcode = "".into();
         self.live -= 1;
     }
 
-    /// Customers whose name matches every word of `query`, best first.
+    /// Customers whose name matches every word of `query`, best first: by match quality (the
+    /// worst of the query words), then by name.
     #[must_use]
     pub fn search(&self, query: &str, limit: usize) -> Vec<Hit> {
+        let keep = limit.min(MAX_HITS);
         let words = search_tokens(query);
-        if words.is_empty() {
+        if keep == 0 || words.is_empty() {
             return Vec::new();
         }
         // For each query word: the matching index words and how well they match.
@@ -131,57 +337,57 @@ impl SearchIndex {
             }
             per_word.push(matches);
         }
-        // Start from the query word with the fewest documents.
+        // Walk the lists of the query word with the fewest documents.
         let docs_of = |m: &HashMap<u32, Match>| -> usize {
-            m.keys().map(|t| self.postings[*t as usize].1.len()).sum()
+            m.keys()
+                .map(|t| self.postings[*t as usize].docs.len())
+                .sum()
         };
-        let (first, _) = per_word
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, m)| docs_of(m))
-            .unwrap_or((0, &per_word[0]));
-        // Every document of the first word's matches, best match first per document: a sort
-        // of plain pairs is cheaper than a hash map when a short prefix matches many people.
-        let mut scored: Vec<(u32, Match)> = per_word[first]
-            .iter()
-            .flat_map(|(&t, &how)| self.postings[t as usize].1.iter().map(move |&d| (d, how)))
-            .collect();
-        scored.sort_unstable();
-        scored.dedup_by_key(|(d, _)| *d);
-        let mut hits: Vec<(Match, u32)> = scored
-            .into_iter()
-            .filter_map(|(d, how)| {
-                let doc = &self.docs[d as usize];
-                let mut worst = how;
-                for (i, matches) in per_word.iter().enumerate() {
-                    if i == first {
-                        continue;
+        let first = (0..per_word.len())
+            .min_by_key(|&i| docs_of(&per_word[i]))
+            .unwrap_or(0);
+
+        let mut hits: Vec<(Match, u32)> = Vec::with_capacity(keep);
+        for level in [Match::Exact, Match::Prefix, Match::Fuzzy] {
+            // A document's quality is never better than its match on the walked word, so this
+            // level's hits are among the lists matching at least this well.
+            // With one query word, the quality is that word's match: only its own lists.
+            let alone = per_word.len() == 1;
+            let lists: Vec<&[Posting]> = per_word[first]
+                .iter()
+                .filter(|&(_, how)| *how == level || (!alone && *how < level))
+                .map(|(t, _)| self.postings[*t as usize].docs.as_slice())
+                .collect();
+            if lists.is_empty() {
+                continue;
+            }
+            for d in Merge::new(lists, &self.docs) {
+                if self.quality(d, &per_word) == Some(level) {
+                    hits.push((level, d));
+                    if hits.len() == keep {
+                        return self.hits(hits);
                     }
-                    let best = doc.tokens.iter().filter_map(|t| matches.get(t)).min()?;
-                    worst = worst.max(*best);
                 }
-                Some((worst, d))
-            })
-            .collect();
-        let rank = |a: &(Match, u32), b: &(Match, u32)| {
-            a.0.cmp(&b.0).then_with(|| {
-                self.docs[a.1 as usize]
-                    .name
-                    .cmp(&self.docs[b.1 as usize].name)
-            })
-        };
-        // Only the first `limit` are shown: pick them in linear time, then sort just those.
-        let keep = limit.min(MAX_HITS);
-        if keep == 0 {
-            return Vec::new();
+            }
         }
-        if hits.len() > keep {
-            hits.select_nth_unstable_by(keep - 1, rank);
-            hits.truncate(keep);
+        self.hits(hits)
+    }
+
+    /// How well a document matches: the worst of its query words' best matches, or `None` when
+    /// a query word matches none of its words.
+    fn quality(&self, d: u32, per_word: &[HashMap<u32, Match>]) -> Option<Match> {
+        let tokens = &self.docs[d as usize].tokens;
+        let mut worst = Match::Exact;
+        for matches in per_word {
+            let best = tokens.iter().filter_map(|t| matches.get(t)).min()?;
+            worst = worst.max(*best);
         }
-        hits.sort_unstable_by(rank);
-        hits.into_iter()
-            .take(limit.min(MAX_HITS))
+        Some(worst)
+    }
+
+    fn hits(&self, ranked: Vec<(Match, u32)>) -> Vec<Hit> {
+        ranked
+            .into_iter()
             .map(|(matched, d)| {
                 let doc = &self.docs[d as usize];
                 Hit {
@@ -202,15 +408,13 @@ impl SearchIndex {
             if !w.starts_with(word) {
                 break;
             }
-            if !self.postings[t as usize].1.is_empty() {
-                out.insert(
-                    t,
-                    if **w == *word {
-                        Match::Exact
-                    } else {
-                        Match::Prefix
-                    },
-                );
+            if !self.postings[t as usize].docs.is_empty() {
+                let how = if **w == *word {
+                    Match::Exact
+                } else {
+                    Match::Prefix
+                };
+                out.insert(t, how);
             }
         }
         let query: Vec<char> = word.chars().collect();
@@ -218,15 +422,22 @@ impl SearchIndex {
         if query.len() < 3 {
             return out;
         }
+        let query_mask = char_mask(&query);
+        let mut scratch = Scratch::default();
         let lo = query.len().saturating_sub(max);
         let hi = query.len() + max;
         for len in lo..=hi {
             for &t in self.by_len.get(len).map_or(&[][..], Vec::as_slice) {
-                if out.contains_key(&t) || self.postings[t as usize].1.is_empty() {
+                let candidate = &self.postings[t as usize];
+                // Each edit loses at most one distinct character of either word.
+                if (query_mask & !candidate.mask).count_ones() as usize > max
+                    || (candidate.mask & !query_mask).count_ones() as usize > max
+                    || candidate.docs.is_empty()
+                    || out.contains_key(&t)
+                {
                     continue;
                 }
-                let candidate: Vec<char> = self.postings[t as usize].0.chars().collect();
-                if within(&query, &candidate, max) {
+                if within(&query, &candidate.chars, max, &mut scratch) {
                     out.insert(t, Match::Fuzzy);
                 }
             }
@@ -240,8 +451,14 @@ impl SearchIndex {
         }
         let t = u32::try_from(self.postings.len()).unwrap_or(u32::MAX);
         self.words.insert(word.into(), t);
-        self.postings.push((word.into(), Vec::new()));
-        let len = word.chars().count();
+        let chars: Box<[char]> = word.chars().collect();
+        let len = chars.len();
+        self.postings.push(Word {
+            mask: char_mask(&chars),
+            chars,
+            docs: Vec::new(),
+            unsorted: false,
+        });
         if self.by_len.len() <= len {
             self.by_len.resize_with(len + 1, Vec::new);
         }
@@ -250,15 +467,27 @@ impl SearchIndex {
     }
 }
 
+/// Rows reused by [`within`] across the candidates of one query.
+#[derive(Debug, Default)]
+struct Scratch {
+    prev2: Vec<usize>,
+    prev: Vec<usize>,
+    row: Vec<usize>,
+}
+
 /// Whether the optimal-string-alignment distance between `a` and `b` is at most `max`.
-fn within(a: &[char], b: &[char], max: usize) -> bool {
+fn within(a: &[char], b: &[char], max: usize, scratch: &mut Scratch) -> bool {
     if a.len().abs_diff(b.len()) > max {
         return false;
     }
     let width = b.len() + 1;
-    let mut prev2 = vec![0usize; width];
-    let mut prev: Vec<usize> = (0..width).collect();
-    let mut row = vec![0usize; width];
+    let Scratch { prev2, prev, row } = scratch;
+    prev2.clear();
+    prev2.resize(width, 0);
+    prev.clear();
+    prev.extend(0..width);
+    row.clear();
+    row.resize(width, 0);
     for i in 1..=a.len() {
         row[0] = i;
         let mut row_min = row[0];
@@ -274,8 +503,8 @@ fn within(a: &[char], b: &[char], max: usize) -> bool {
         if row_min > max {
             return false;
         }
-        std::mem::swap(&mut prev2, &mut prev);
-        std::mem::swap(&mut prev, &mut row);
+        std::mem::swap(prev2, prev);
+        std::mem::swap(prev, row);
     }
     prev[b.len()] <= max
 }
@@ -350,12 +579,127 @@ mod tests {
         assert_eq!(index.len(), 0);
     }
 
+    /// The ranking written out plainly: every live customer's quality, sorted by quality and
+    /// name, cut at the limit.
+    fn reference(people: &[(u32, String)], query: &str, limit: usize) -> Vec<(String, Match)> {
+        let mut scratch = Scratch::default();
+        let how = |q: &str, w: &str, scratch: &mut Scratch| {
+            let (qc, wc): (Vec<char>, Vec<char>) = (q.chars().collect(), w.chars().collect());
+            let max = if qc.len() <= 5 { 1 } else { 2 };
+            if w == q {
+                Some(Match::Exact)
+            } else if w.starts_with(q) {
+                Some(Match::Prefix)
+            } else if qc.len() >= 3 && within(&qc, &wc, max, scratch) {
+                Some(Match::Fuzzy)
+            } else {
+                None
+            }
+        };
+        let mut ranked: Vec<(Match, String)> = people
+            .iter()
+            .filter_map(|(_, name)| {
+                let words = search_tokens(name);
+                let mut worst = Match::Exact;
+                for q in search_tokens(query) {
+                    let best = words
+                        .iter()
+                        .filter_map(|w| how(&q, w, &mut scratch))
+                        .min()?;
+                    worst = worst.max(best);
+                }
+                Some((worst, name.clone()))
+            })
+            .collect();
+        ranked.sort();
+        ranked.truncate(limit.min(MAX_HITS));
+        ranked.into_iter().map(|(m, n)| (n, m)).collect()
+    }
+
+    fn numbered(n: u32, name: &str) -> Customer {
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&n.to_be_bytes());
+        let (given, family) = name.split_once(' ').unwrap_or((name, ""));
+        let mut c = customer(0, given, family);
+        c.id = Id::from_bytes(bytes);
+        c
+    }
+
+    #[test]
+    fn results_follow_quality_then_name_up_to_the_limit_however_built() {
+        let given = [
+            "Mark", "Maria", "Marta", "Mary", "Max", "Ann", "Anna", "Mrak", "Zoë",
+        ];
+        let family = [
+            "Thomas", "Thompson", "Thomsen", "Smith", "Smyth", "Smit", "Marsh",
+        ];
+        let mut state = 7u64;
+        let mut draw = |n: usize| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) as usize % n
+        };
+        let mut people: Vec<(u32, String)> = (0..400)
+            .map(|n| (n, format!("{} {}", given[draw(9)], family[draw(7)])))
+            .collect();
+        let mut one_by_one = SearchIndex::new();
+        let mut bulk_built = SearchIndex::new();
+        {
+            let mut bulk = bulk_built.bulk();
+            for (n, name) in &people {
+                one_by_one.upsert(&numbered(*n, name));
+                bulk.upsert(&numbered(*n, name));
+            }
+        }
+        // Renames and removals after the load keep the lists in order.
+        for n in (0..400).step_by(7) {
+            let name = format!("{} {}", given[draw(9)], family[draw(7)]);
+            for index in [&mut one_by_one, &mut bulk_built] {
+                index.upsert(&numbered(n, &name));
+            }
+            people[n as usize].1 = name;
+        }
+        for n in (3..400).step_by(11) {
+            one_by_one.remove(numbered(n, "").id);
+            bulk_built.remove(numbered(n, "").id);
+        }
+        people.retain(|(n, _)| n % 11 != 3);
+
+        for query in [
+            "ma",
+            "mar",
+            "mark",
+            "thom",
+            "smith",
+            "smiht",
+            "mark thomas",
+            "an sm",
+            "zo",
+        ] {
+            for limit in [1, 10, 50, 500] {
+                let expected = reference(&people, query, limit);
+                for index in [&one_by_one, &bulk_built] {
+                    let got: Vec<(String, Match)> = index
+                        .search(query, limit)
+                        .into_iter()
+                        .map(|h| (h.name, h.matched))
+                        .collect();
+                    assert_eq!(got, expected, "query {query:?}, limit {limit}");
+                }
+            }
+        }
+        assert_eq!(one_by_one.len(), people.len());
+        assert_eq!(bulk_built.len(), people.len());
+    }
+
     #[test]
     fn edit_distance_counts_swaps_as_one() {
         let c = |s: &str| s.chars().collect::<Vec<_>>();
-        assert!(within(&c("thompson"), &c("thmopson"), 1));
-        assert!(!within(&c("thompson"), &c("tohmpsn"), 1));
-        assert!(within(&c("thompson"), &c("tohmpsn"), 2));
-        assert!(!within(&c("abc"), &c("xyz"), 2));
+        let mut scratch = Scratch::default();
+        assert!(within(&c("thompson"), &c("thmopson"), 1, &mut scratch));
+        assert!(!within(&c("thompson"), &c("tohmpsn"), 1, &mut scratch));
+        assert!(within(&c("thompson"), &c("tohmpsn"), 2, &mut scratch));
+        assert!(!within(&c("abc"), &c("xyz"), 2, &mut scratch));
     }
 }
