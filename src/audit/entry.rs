@@ -311,6 +311,19 @@ mod tests {
     }
 
     #[test]
+    fn line_breakers_must_be_escaped_and_escaped_ones_parse() {
+        let mut entry = sample();
+        entry.actor_name = "del\u{7f} nel\u{85} ls\u{2028}".into();
+        entry.seal().unwrap();
+        let line = entry.to_line().unwrap();
+        assert!(line.contains("\\u007f") && line.contains("\\u2028"), "{line}");
+        assert_eq!(Entry::parse_line(&line).unwrap(), entry);
+
+        let raw = line.replace("\\u007f", "\u{7f}");
+        assert_eq!(Entry::parse_line(&raw), Err(LineError::NotCanonical));
+    }
+
+    #[test]
     fn field_names_are_identifiers() {
         assert!(is_field_name("address.postcode"));
         assert!(!is_field_name("Ada Lovelace"));
