@@ -316,7 +316,10 @@ mod tests {
         entry.actor_name = "del\u{7f} nel\u{85} ls\u{2028}".into();
         entry.seal().unwrap();
         let line = entry.to_line().unwrap();
-        assert!(line.contains("\\u007f") && line.contains("\\u2028"), "{line}");
+        assert!(
+            line.contains("\\u007f") && line.contains("\\u2028"),
+            "{line}"
+        );
         assert_eq!(Entry::parse_line(&line).unwrap(), entry);
 
         let raw = line.replace("\\u007f", "\u{7f}");

@@ -360,6 +360,8 @@ const ENTRY_START: &str = "{\"seq\":";
 /// Lines, and bytes, read ahead at most.
 const AHEAD_LINES: usize = 4096;
 const AHEAD_BYTES: usize = 8 << 20;
+/// Room made for each line read ahead: an entry line is about 500 bytes.
+const LINE_CAPACITY: usize = 1024;
 
 /// One line read ahead.
 struct AheadLine {
@@ -411,7 +413,7 @@ impl<R: BufRead> ReadAhead<R> {
         let mut batch = Vec::with_capacity(AHEAD_LINES);
         let mut bytes = 0;
         while batch.len() < AHEAD_LINES && bytes < AHEAD_BYTES {
-            let mut buf = Vec::new();
+            let mut buf = Vec::with_capacity(LINE_CAPACITY);
             match read_line(&mut self.reader, &mut buf, &mut self.line_no, None) {
                 Ok(true) => {
                     bytes += buf.len();
