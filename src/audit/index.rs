@@ -741,8 +741,7 @@ struct PageSeqs {
     newer: Option<u64>,
 }
 
-/// Entries `from..=to`, checked, in order (read on two threads: opening and checking entries
-/// is most of the cost of building the index).
+/// Entries `from..=to`, checked, in order.
 fn read_entries(audit: &Audit, from: u64, to: u64) -> Result<Vec<Entry>, StoreError> {
     let mut entries = Vec::with_capacity(usize::try_from(to + 1 - from).unwrap_or(0));
     audit.read_checked(from, to, |checked| {

@@ -140,65 +140,24 @@ impl Audit {
     }
 
     /// Entries `from..=to` in order, each with its stored line and the result of checking it,
-    /// given to `visit` one at a time. Two threads open and check alternate chunks of the range
-    /// (that is most of the cost of an export or an index build, and it divides); `visit`
-    /// runs on the calling thread. An error from `visit` stops the readers.
+    /// given to `visit` one at a time; an error from `visit` stops the reading.
+    // Limitation: one thread reads and checks. Two threads reading alternate chunks were
+    // tried; on the shared 2-core build machine they were no faster (export and verification
+    // of 200,000 entries took 7.0-7.4 s against 5.1-6.2 s on one thread).
     pub fn read_checked<E: From<StoreError>>(
         &self,
         from: u64,
         to: u64,
         mut visit: impl FnMut(Checked) -> Result<(), E>,
     ) -> Result<(), E> {
-        if to < from {
-            return Ok(());
+        for item in self.inner.store.log_entries(AUDIT, from, to, false) {
+            let (seq, line) = item?;
+            let entry = std::str::from_utf8(&line)
+                .map_err(|_| "not UTF-8".to_owned())
+                .and_then(|text| Entry::parse_line(text).map_err(|err| err.to_string()));
+            visit(Checked { seq, line, entry })?;
         }
-        let chunks = (to - from) / READ_CHUNK + 1;
-        std::thread::scope(|scope| {
-            let mut queues = Vec::with_capacity(2);
-            for reader in 0..2 {
-                let (send, receive) = std::sync::mpsc::sync_channel(2);
-                queues.push(receive);
-                scope.spawn(move || {
-                    for chunk in (reader..chunks).step_by(2) {
-                        let first = from + chunk * READ_CHUNK;
-                        let last = to.min(first.saturating_add(READ_CHUNK - 1));
-                        if send.send(self.checked_chunk(first, last)).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            for chunk in 0..chunks {
-                let queue = usize::from(chunk % 2 == 1);
-                let Some(Ok(items)) = queues.get(queue).map(std::sync::mpsc::Receiver::recv) else {
-                    return Err(StoreError::Decode(
-                        "a reader of the audit trail stopped unexpectedly".into(),
-                    )
-                    .into());
-                };
-                for item in items {
-                    visit(item?)?;
-                }
-            }
-            Ok(())
-        })
-    }
-
-    fn checked_chunk(&self, first: u64, last: u64) -> Vec<Result<Checked, StoreError>> {
-        let mut items = Vec::with_capacity((last - first + 1) as usize);
-        for item in self.inner.store.log_entries(AUDIT, first, last, false) {
-            let failed = item.is_err();
-            items.push(item.map(|(seq, line)| {
-                let entry = std::str::from_utf8(&line)
-                    .map_err(|_| "not UTF-8".to_owned())
-                    .and_then(|text| Entry::parse_line(text).map_err(|err| err.to_string()));
-                Checked { seq, line, entry }
-            }));
-            if failed {
-                break;
-            }
-        }
-        items
+        Ok(())
     }
 
     /// One entry.
@@ -299,9 +258,6 @@ impl Audit {
         self.inner.clock.now()
     }
 }
-
-/// Entries per chunk of [`Audit::read_checked`].
-const READ_CHUNK: u64 = 2048;
 
 /// One stored entry, as [`Audit::read_checked`] gives it.
 #[derive(Debug)]

@@ -25,7 +25,7 @@
 use std::io::{BufRead, Read};
 
 use super::checkpoint::{Checkpoint, PublicKey, verify_signature};
-use super::entry::{Entry, GENESIS, LineError};
+use super::entry::{Entry, GENESIS};
 use super::export::{BUNDLE_VERSION, BundleHeader, BundleLine, BundleSignature, Omitted};
 
 /// Longest line read; longer ones are refused rather than held in memory.
@@ -241,22 +241,19 @@ pub fn verify(
         newest: None,
         saved_checked: None,
     };
-    let mut ahead = ReadAhead::new(reader, line_no);
     let signature = loop {
         let after = state.last.as_ref().map(|l| l.seq);
-        let Some(line) = ahead.next(after)? else {
+        if !read_line(&mut reader, &mut buf, &mut line_no, after)? {
             state.finish()?;
             return Err(VerifyError::Truncated {
-                line: ahead.line_no,
+                line: line_no,
                 after: after.unwrap_or(0),
                 expected_last: header.last,
             });
-        };
-        line_no = line.number;
-        buf = line.bytes;
+        }
         let text = text_of(&buf, line_no, after)?;
-        if text.starts_with(ENTRY_START) {
-            state.entry(text, line.parsed, line_no)?;
+        if text.starts_with("{\"seq\":") {
+            state.entry(text, line_no)?;
         } else {
             let parsed =
                 serde_json::from_str::<BundleLine>(text).map_err(|err| VerifyError::Malformed {
@@ -290,9 +287,9 @@ pub fn verify(
         &digest.finish(),
     )?;
     let after = state.last.as_ref().map(|l| l.seq);
-    if let Some(extra) = ahead.next(after)? {
+    if read_line(&mut reader, &mut buf, &mut line_no, after)? {
         return Err(VerifyError::Malformed {
-            line: extra.number,
+            line: line_no,
             after,
             reason: format!("lines follow the closing signature (line {signature_line})"),
         });
@@ -353,121 +350,6 @@ fn read_line(
         });
     }
     Ok(true)
-}
-
-/// How entry lines start (canonical form puts `seq` first).
-const ENTRY_START: &str = "{\"seq\":";
-/// Lines, and bytes, read ahead at most.
-const AHEAD_LINES: usize = 4096;
-const AHEAD_BYTES: usize = 8 << 20;
-/// Room made for each line read ahead: an entry line is about 500 bytes.
-const LINE_CAPACITY: usize = 1024;
-
-/// One line read ahead.
-struct AheadLine {
-    bytes: Vec<u8>,
-    number: u64,
-    /// The entry parsed from it, when it is valid text starting like an entry.
-    parsed: Option<Result<Entry, LineError>>,
-}
-
-/// Reads lines in batches and parses the entry lines of each batch on two threads: parsing
-/// and checking entries is most of the cost of a verification, and it divides. Lines are
-/// handed out in order, and a read error only after every line before it, so the first
-/// failure reported is the same as when reading one line at a time.
-struct ReadAhead<R> {
-    reader: R,
-    lines: std::collections::VecDeque<AheadLine>,
-    /// Number of the last line read.
-    line_no: u64,
-    /// What ended the last batch early: the end of the file (`None`) or an error.
-    stop: Option<Option<VerifyError>>,
-}
-
-impl<R: BufRead> ReadAhead<R> {
-    fn new(reader: R, line_no: u64) -> Self {
-        Self {
-            reader,
-            lines: std::collections::VecDeque::new(),
-            line_no,
-            stop: None,
-        }
-    }
-
-    /// The next line; `None` at the end of the file. `after` is the last good entry, for
-    /// error messages.
-    fn next(&mut self, after: Option<u64>) -> Result<Option<AheadLine>, VerifyError> {
-        if self.lines.is_empty() && self.stop.is_none() {
-            self.fill();
-        }
-        if let Some(line) = self.lines.pop_front() {
-            return Ok(Some(line));
-        }
-        match self.stop.take() {
-            Some(Some(err)) => Err(with_after(err, after)),
-            Some(None) | None => Ok(None),
-        }
-    }
-
-    fn fill(&mut self) {
-        let mut batch = Vec::with_capacity(AHEAD_LINES);
-        let mut bytes = 0;
-        while batch.len() < AHEAD_LINES && bytes < AHEAD_BYTES {
-            let mut buf = Vec::with_capacity(LINE_CAPACITY);
-            match read_line(&mut self.reader, &mut buf, &mut self.line_no, None) {
-                Ok(true) => {
-                    bytes += buf.len();
-                    batch.push(AheadLine {
-                        bytes: buf,
-                        number: self.line_no,
-                        parsed: None,
-                    });
-                }
-                Ok(false) => {
-                    self.stop = Some(None);
-                    break;
-                }
-                Err(err) => {
-                    self.stop = Some(Some(err));
-                    break;
-                }
-            }
-        }
-        let middle = batch.len() / 2;
-        let (first, second) = batch.split_at_mut(middle);
-        std::thread::scope(|scope| {
-            scope.spawn(|| parse_entries(second));
-            parse_entries(first);
-        });
-        self.lines.extend(batch);
-    }
-}
-
-fn parse_entries(lines: &mut [AheadLine]) {
-    for line in lines {
-        let text = line
-            .bytes
-            .strip_suffix(b"\n")
-            .and_then(|b| std::str::from_utf8(b).ok());
-        if let Some(text) = text
-            && text.starts_with(ENTRY_START)
-        {
-            line.parsed = Some(Entry::parse_line(text));
-        }
-    }
-}
-
-/// A read error found ahead, with the last good entry known when it is reported.
-fn with_after(err: VerifyError, after: Option<u64>) -> VerifyError {
-    match err {
-        VerifyError::Malformed { line, reason, .. } => VerifyError::Malformed {
-            line,
-            after,
-            reason,
-        },
-        VerifyError::CutShort { line, .. } => VerifyError::CutShort { line, after },
-        other => other,
-    }
 }
 
 /// The line as text, without its `\n`.
@@ -575,15 +457,8 @@ impl State<'_> {
         }
     }
 
-    /// Checks an entry line; `parsed` is its [`Entry::parse_line`] when already done.
-    fn entry(
-        &mut self,
-        text: &str,
-        parsed: Option<Result<Entry, LineError>>,
-        line: u64,
-    ) -> Result<(), VerifyError> {
-        let parsed = parsed.unwrap_or_else(|| Entry::parse_line(text));
-        let entry = parsed.map_err(|err| match guess_seq(text) {
+    fn entry(&mut self, text: &str, line: u64) -> Result<(), VerifyError> {
+        let entry = Entry::parse_line(text).map_err(|err| match guess_seq(text) {
             Some(seq) => VerifyError::BadEntry {
                 seq,
                 line,
