@@ -85,23 +85,106 @@ impl Entry {
     pub fn parse_line(line: &str) -> Result<Self, LineError> {
         let entry: Self =
             serde_json::from_str(line).map_err(|err| LineError::Malformed(err.to_string()))?;
-        let again = entry
-            .to_line()
-            .map_err(|err| LineError::Malformed(err.clone()))?;
-        if again != line {
+        if !entry.is_encoded_as(line)? {
             return Err(LineError::NotCanonical);
         }
-        let body = strip_hash(line).to_owned() + "}";
-        if data_encoding::HEXLOWER.encode(&sha256(body.as_bytes())) != entry.hash {
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(strip_hash(line).as_bytes());
+        digest.update(b"}");
+        let mut hex = [0u8; 64];
+        data_encoding::HEXLOWER.encode_mut(digest.finish().as_ref(), &mut hex);
+        if hex.as_slice() != entry.hash.as_bytes() {
             return Err(LineError::BadHash);
         }
         Ok(entry)
+    }
+
+    /// Whether `line` is this entry's canonical line. Most lines hold no character that needs
+    /// the extra escapes, and are compared with the encoder's output as it is written, without
+    /// building a second line.
+    fn is_encoded_as(&self, line: &str) -> Result<bool, LineError> {
+        let plain = line.bytes().all(|b| b < 0x7f);
+        if plain {
+            let mut same = SameBytes {
+                expected: line.as_bytes(),
+                at: 0,
+                differs: false,
+            };
+            serde_json::to_writer(&mut same, self)
+                .map_err(|err| LineError::Malformed(err.to_string()))?;
+            if !same.differs && same.at == line.len() {
+                return Ok(true);
+            }
+        }
+        // An escaped DEL, C1 control or line separator, or a difference: the full comparison.
+        let again = self.to_line().map_err(LineError::Malformed)?;
+        Ok(again == line)
     }
 
     /// The time as a timestamp.
     #[must_use]
     pub fn timestamp(&self) -> Option<jiff::Timestamp> {
         self.time.parse().ok()
+    }
+}
+
+/// The members of an entry that do not depend on its place in the chain, from `action` to
+/// `fields`, already in canonical form. Writers encode them in their own task before the entry
+/// is queued, so the committer only adds `seq`, `time` and `prev` and hashes the line: the part
+/// of an audited write that runs one entry at a time stays small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlinked {
+    /// `"action":…,"fields":[…]`, without the surrounding braces.
+    members: String,
+}
+
+/// The borrowed members of [`Unlinked`], in the order of [`Entry`].
+#[derive(Serialize)]
+pub(crate) struct Members<'a> {
+    pub action: &'a str,
+    pub outcome: Outcome,
+    pub actor_kind: ActorKind,
+    pub actor_id: &'a str,
+    pub actor_name: &'a str,
+    pub actor_role: Option<&'a str>,
+    pub address: Option<&'a str>,
+    pub target_type: Option<&'a str>,
+    pub target_id: Option<&'a str>,
+    pub store: Option<&'a str>,
+    pub reason: &'a str,
+    pub fields: &'a [&'a str],
+}
+
+impl Unlinked {
+    /// Encodes the members canonically.
+    pub(crate) fn encode(members: &Members<'_>) -> Result<Self, String> {
+        let json =
+            escape_line_breakers(serde_json::to_string(members).map_err(|err| err.to_string())?);
+        let inner = json
+            .strip_prefix('{')
+            .and_then(|rest| rest.strip_suffix('}'))
+            .ok_or_else(|| "the entry's members did not encode as one object".to_owned())?;
+        Ok(Self {
+            members: inner.to_owned(),
+        })
+    }
+
+    /// The canonical line of the entry at `seq`, `time` after `prev`, and its hash.
+    #[must_use]
+    pub fn link(&self, seq: u64, time: jiff::Timestamp, prev: &[u8; 32]) -> (String, [u8; 32]) {
+        let mut line = String::with_capacity(self.members.len() + 240);
+        // Writing to a String cannot fail.
+        let _ = write!(line, "{{\"seq\":{seq},\"time\":\"{}\",", format_time(time));
+        line.push_str(&self.members);
+        line.push_str(",\"prev\":\"");
+        data_encoding::HEXLOWER.encode_append(prev, &mut line);
+        line.push_str("\"}");
+        let digest = sha256(line.as_bytes());
+        line.pop();
+        line.push_str(",\"hash\":\"");
+        data_encoding::HEXLOWER.encode_append(&digest, &mut line);
+        line.push_str("\"}");
+        (line, digest)
     }
 }
 
@@ -123,6 +206,28 @@ fn escape_line_breakers(json: String) -> String {
         }
     }
     out
+}
+
+/// A writer that only checks that what is written equals `expected`.
+struct SameBytes<'a> {
+    expected: &'a [u8],
+    at: usize,
+    differs: bool,
+}
+
+impl std::io::Write for SameBytes<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let end = self.at + buf.len();
+        if self.differs || self.expected.get(self.at..end) != Some(buf) {
+            self.differs = true;
+        }
+        self.at = end;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The line up to (not including) its `,"hash":` member.
@@ -203,6 +308,22 @@ mod tests {
         let body = format!("{}}}", &line[..line.rfind(",\"hash\":").unwrap()]);
         assert!(body.ends_with(&format!("\"prev\":\"{GENESIS}\"}}")));
         assert_eq!(sha256(body.as_bytes()), digest);
+    }
+
+    #[test]
+    fn line_breakers_must_be_escaped_and_escaped_ones_parse() {
+        let mut entry = sample();
+        entry.actor_name = "del\u{7f} nel\u{85} ls\u{2028}".into();
+        entry.seal().unwrap();
+        let line = entry.to_line().unwrap();
+        assert!(
+            line.contains("\\u007f") && line.contains("\\u2028"),
+            "{line}"
+        );
+        assert_eq!(Entry::parse_line(&line).unwrap(), entry);
+
+        let raw = line.replace("\\u007f", "\u{7f}");
+        assert_eq!(Entry::parse_line(&raw), Err(LineError::NotCanonical));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::domain::account::{ApiToken, Role, User};
 use crate::store::{Chained, ChangeSet, Link};
 
 use super::AUDIT;
-use super::entry::{self, Entry};
+use super::entry::{self, Entry, Members, Unlinked};
 
 /// Longest reason kept; longer ones are cut at a character boundary.
 pub const MAX_REASON: usize = 500;
@@ -355,24 +355,41 @@ impl Event {
     /// Adds the entry to `set`: it is linked into the chain when the set commits, and the set
     /// lands with it or not at all.
     pub fn add_to(self, set: &mut ChangeSet) {
-        set.append(AUDIT, Box::new(self));
+        set.append(AUDIT, Box::new(self.unlinked()));
+    }
+
+    /// The entry's members that do not depend on its place in the chain, encoded now (in the
+    /// writer's task), or why the event cannot be recorded.
+    fn unlinked(&self) -> Prepared {
+        if let Some(bad) = self.fields.iter().find(|f| !entry::is_field_name(f)) {
+            return Prepared(Err(format!(
+                "field names are short identifiers, not values ({} characters refused)",
+                bad.chars().count()
+            )));
+        }
+        let role = self.actor.role.map(Role::as_str);
+        let store = self.store.map(|s| s.to_string());
+        let reason = clean_reason(&self.reason);
+        let fields: Vec<&str> = self.fields.iter().map(AsRef::as_ref).collect();
+        Prepared(Unlinked::encode(&Members {
+            action: self.action.code(),
+            outcome: self.outcome,
+            actor_kind: self.actor.kind,
+            actor_id: &self.actor.id,
+            actor_name: &self.actor.name,
+            actor_role: role,
+            address: self.actor.address.as_deref(),
+            target_type: self.target_type,
+            target_id: self.target_id.as_deref(),
+            store: store.as_deref(),
+            reason: &reason,
+            fields: &fields,
+        }))
     }
 
     /// The entry this event becomes at `link`.
     #[must_use]
     pub fn to_entry(&self, link: &Link) -> Entry {
-        let mut reason: String = self
-            .reason
-            .chars()
-            .filter(|c| !c.is_control() || *c == ' ')
-            .collect();
-        if reason.len() > MAX_REASON {
-            let cut = (0..=MAX_REASON)
-                .rev()
-                .find(|i| reason.is_char_boundary(*i))
-                .unwrap_or(0);
-            reason.truncate(cut);
-        }
         Entry {
             seq: link.seq,
             time: entry::format_time(link.time),
@@ -386,7 +403,7 @@ impl Event {
             target_type: self.target_type.map(str::to_owned),
             target_id: self.target_id.clone(),
             store: self.store.map(|s| s.to_string()),
-            reason,
+            reason: clean_reason(&self.reason),
             fields: self.fields.iter().map(ToString::to_string).collect(),
             prev: data_encoding::HEXLOWER.encode(&link.prev),
             hash: String::new(),
@@ -394,17 +411,81 @@ impl Event {
     }
 }
 
-impl Chained for Event {
+/// Control characters dropped, cut to [`MAX_REASON`] bytes at a character boundary.
+fn clean_reason(reason: &str) -> String {
+    let mut reason: String = reason
+        .chars()
+        .filter(|c| !c.is_control() || *c == ' ')
+        .collect();
+    if reason.len() > MAX_REASON {
+        let cut = (0..=MAX_REASON)
+            .rev()
+            .find(|i| reason.is_char_boundary(*i))
+            .unwrap_or(0);
+        reason.truncate(cut);
+    }
+    reason
+}
+
+/// An event as queued for the chain: its members already encoded, or the reason it is refused
+/// (which refuses the whole change set when it commits: the trail fails closed).
+#[derive(Debug)]
+struct Prepared(Result<Unlinked, String>);
+
+impl Chained for Prepared {
     fn finish(&self, link: &Link) -> Result<(Vec<u8>, [u8; 32]), String> {
-        if let Some(bad) = self.fields.iter().find(|f| !entry::is_field_name(f)) {
-            return Err(format!(
-                "field names are short identifiers, not values ({} characters refused)",
-                bad.chars().count()
-            ));
-        }
-        let mut entry = self.to_entry(link);
-        let hash = entry.seal()?;
-        let line = entry.to_line()?;
+        let unlinked = self.0.as_ref().map_err(Clone::clone)?;
+        let (line, hash) = unlinked.link(link.seq, link.time, &link.prev);
         Ok((line.into_bytes(), hash))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind of awkward value: quotes, backslashes, controls, DEL, C1, line separators.
+    fn awkward() -> Event {
+        Event::new(Action::UserCreated)
+            .by(Actor {
+                kind: ActorKind::User,
+                id: "01JX\u{7f}".into(),
+                name: "a\"dmin\n|=]\\\u{1}\u{7f}\u{85}\u{2028}\u{2029}é".into(),
+                role: Some(Role::Admin),
+                address: Some("10.0.0.1".into()),
+            })
+            .target("user", "01JY\u{9f}")
+            .store(Id::from_parts(jiff::Timestamp::UNIX_EPOCH, [7; 10]))
+            .denied("tab\there, bell \u{7} and \u{2028} gone; \"quoted\"")
+            .fields(["email", "address.postcode"])
+    }
+
+    #[test]
+    fn the_prepared_line_is_the_canonical_line_of_the_entry() {
+        let link = Link {
+            seq: 42,
+            prev: [0xab; 32],
+            time: jiff::Timestamp::from_microsecond(1_780_000_000_123_456).unwrap(),
+        };
+        for event in [awkward(), Event::new(Action::AuditStarted)] {
+            let (bytes, hash) = event.unlinked().finish(&link).unwrap();
+            let mut entry = event.to_entry(&link);
+            assert_eq!(entry.seal().unwrap(), hash);
+            let line = String::from_utf8(bytes).unwrap();
+            assert_eq!(line, entry.to_line().unwrap());
+            assert_eq!(Entry::parse_line(&line).unwrap(), entry);
+        }
+    }
+
+    #[test]
+    fn a_value_given_as_a_field_name_refuses_the_entry() {
+        let link = Link {
+            seq: 1,
+            prev: [0; 32],
+            time: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let event = Event::new(Action::CustomerUpdated).fields(["ada@example.com"]);
+        let refused = event.unlinked().finish(&link).unwrap_err();
+        assert!(refused.contains("15 characters refused"), "{refused}");
     }
 }

@@ -485,13 +485,13 @@ pub(crate) fn write_bundle(
     }
 
     let mut expected = start;
-    for item in audit.store().log_entries(AUDIT, start, end, false) {
-        let (seq, bytes) = item?;
+    audit.read_checked(start, end, |checked| {
+        let seq = checked.seq;
         if seq != expected {
             return Err(broken(expected, "missing from the store"));
         }
-        let line = std::str::from_utf8(&bytes).map_err(|_| broken(seq, "not UTF-8"))?;
-        let entry = Entry::parse_line(line).map_err(|err| broken(seq, &err.to_string()))?;
+        let entry = checked.entry.map_err(|reason| broken(seq, &reason))?;
+        let line = std::str::from_utf8(&checked.line).map_err(|_| broken(seq, "not UTF-8"))?;
         if entry.seq != seq {
             return Err(broken(seq, "stored under another sequence number"));
         }
@@ -517,7 +517,8 @@ pub(crate) fn write_bundle(
         if (expected - start).is_multiple_of(PROGRESS_EVERY) {
             progress(expected - start, total);
         }
-    }
+        Ok(())
+    })?;
     if expected != end + 1 {
         return Err(broken(expected, "missing from the store"));
     }

@@ -101,7 +101,9 @@ struct ActorKey {
 struct Table {
     rows: Vec<Row>,
     actors: Vec<ActorKey>,
-    actor_numbers: HashMap<ActorKey, u32>,
+    /// Actor numbers by actor id (several when one id was seen with several logins or kinds),
+    /// so a known actor is found without building a key.
+    actor_numbers: HashMap<String, Vec<u32>>,
     actions: Interner,
     target_types: Interner,
     stores: Interner,
@@ -122,20 +124,7 @@ impl Table {
     }
 
     fn push(&mut self, entry: &Entry, hasher: &RandomState) {
-        let key = ActorKey {
-            kind: entry.actor_kind,
-            id: entry.actor_id.clone(),
-            name: entry.actor_name.clone(),
-        };
-        let actor = match self.actor_numbers.get(&key) {
-            Some(&n) => n,
-            None => {
-                let n = self.actors.len() as u32;
-                self.actors.push(key.clone());
-                self.actor_numbers.insert(key, n);
-                n
-            }
-        };
+        let actor = self.actor_number(entry);
         let time = entry
             .timestamp()
             .map_or(i64::MIN, Timestamp::as_microsecond);
@@ -160,6 +149,30 @@ impl Table {
         });
         self.last_seq = entry.seq;
         self.last_hash.clone_from(&entry.hash);
+    }
+}
+
+impl Table {
+    fn actor_number(&mut self, entry: &Entry) -> u32 {
+        let same = |a: &ActorKey| a.kind == entry.actor_kind && a.name == entry.actor_name;
+        if let Some(numbers) = self.actor_numbers.get(entry.actor_id.as_str())
+            && let Some(&n) = numbers
+                .iter()
+                .find(|&&n| self.actors.get(n as usize).is_some_and(same))
+        {
+            return n;
+        }
+        let n = self.actors.len() as u32;
+        self.actors.push(ActorKey {
+            kind: entry.actor_kind,
+            id: entry.actor_id.clone(),
+            name: entry.actor_name.clone(),
+        });
+        self.actor_numbers
+            .entry(entry.actor_id.clone())
+            .or_default()
+            .push(n);
+        n
     }
 }
 
@@ -385,10 +398,7 @@ impl AuditIndex {
         }
 
         let to = head.seq.min(last_seq.saturating_add(max as u64));
-        let mut entries = Vec::with_capacity((to - last_seq) as usize);
-        for item in audit.entries(last_seq + 1, to, false) {
-            entries.push(item?);
-        }
+        let entries = read_entries(audit, last_seq + 1, to)?;
         if let Some(first) = entries.first()
             && last_seq > 0
             && (first.seq != last_seq + 1 || first.prev != last_hash)
@@ -729,6 +739,28 @@ struct PageSeqs {
     seqs: Vec<u64>,
     older: Option<u64>,
     newer: Option<u64>,
+}
+
+/// Entries `from..=to`, checked, in order.
+fn read_entries(audit: &Audit, from: u64, to: u64) -> Result<Vec<Entry>, StoreError> {
+    let mut entries = Vec::with_capacity(usize::try_from(to + 1 - from).unwrap_or(0));
+    audit.read_checked(from, to, |checked| {
+        let entry = checked.entry.map_err(|reason| StoreError::Integrity {
+            table: AUDIT.name().into(),
+            key: checked.seq.to_string(),
+            reason,
+        })?;
+        if entry.seq != checked.seq {
+            return Err(StoreError::Integrity {
+                table: AUDIT.name().into(),
+                key: checked.seq.to_string(),
+                reason: format!("entry says sequence {}", entry.seq),
+            });
+        }
+        entries.push(entry);
+        Ok(())
+    })?;
+    Ok(entries)
 }
 
 /// Builds the index in the background, then keeps it close to the head (queries catch up the

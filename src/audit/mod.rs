@@ -139,6 +139,27 @@ impl Audit {
             })
     }
 
+    /// Entries `from..=to` in order, each with its stored line and the result of checking it,
+    /// given to `visit` one at a time; an error from `visit` stops the reading.
+    // Limitation: one thread reads and checks. Two threads reading alternate chunks were
+    // tried; on the shared 2-core build machine they were no faster (export and verification
+    // of 200,000 entries took 7.0-7.4 s against 5.1-6.2 s on one thread).
+    pub fn read_checked<E: From<StoreError>>(
+        &self,
+        from: u64,
+        to: u64,
+        mut visit: impl FnMut(Checked) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for item in self.inner.store.log_entries(AUDIT, from, to, false) {
+            let (seq, line) = item?;
+            let entry = std::str::from_utf8(&line)
+                .map_err(|_| "not UTF-8".to_owned())
+                .and_then(|text| Entry::parse_line(text).map_err(|err| err.to_string()));
+            visit(Checked { seq, line, entry })?;
+        }
+        Ok(())
+    }
+
     /// One entry.
     pub fn entry(&self, seq: u64) -> Result<Option<Entry>, StoreError> {
         self.entries(seq, seq, false).next().transpose()
@@ -236,6 +257,18 @@ impl Audit {
     pub fn now(&self) -> jiff::Timestamp {
         self.inner.clock.now()
     }
+}
+
+/// One stored entry, as [`Audit::read_checked`] gives it.
+#[derive(Debug)]
+pub struct Checked {
+    /// The sequence number it is stored under.
+    pub seq: u64,
+    /// Its line, as stored.
+    pub line: Zeroizing<Vec<u8>>,
+    /// The entry, or why its line is not a valid entry (canonical form, hash). Whether it
+    /// sits at `seq` and links to the entry before is the caller's to check.
+    pub entry: Result<Entry, String>,
 }
 
 /// Checks new entries every second and signs a checkpoint when one is due; runs until the
