@@ -404,6 +404,42 @@ pub async fn pos_transactions(
     principal: Principal,
     payload: web::Payload,
 ) -> Result<HttpResponse, WebError> {
+    let outcome = pos_batch(&state, &req, &principal, payload).await;
+    let (push, now) = (state.sync.push(), state.clock.now());
+    match &outcome {
+        Ok((report, replayed)) => {
+            let items = if *replayed { 0 } else { report.accepted };
+            push.accepted(crate::sync::push::POS_API, items as u64, now);
+        }
+        Err(err) => {
+            // The fields at fault, never the values they carried.
+            let reason = match err {
+                WebError::Invalid { field, .. } => format!("{field}: refused"),
+                WebError::InvalidFields(fields) => format!(
+                    "{}: refused",
+                    fields
+                        .iter()
+                        .map(|f| f.field.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                WebError::Store(_) | WebError::Internal(_) => "failed on our side".to_owned(),
+                other => other.to_string(),
+            };
+            push.refused(crate::sync::push::POS_API, &reason, now);
+        }
+    }
+    outcome.map(|(report, _)| HttpResponse::Ok().json(report))
+}
+
+/// The batch of one ingest request; `true` with a report answered before under the same
+/// `Idempotency-Key`.
+async fn pos_batch(
+    state: &AppState,
+    req: &HttpRequest,
+    principal: &Principal,
+    payload: web::Payload,
+) -> Result<(crate::inventory::ingest::IngestReport, bool), WebError> {
     let body = payload
         .to_bytes_limited(MAX_INGEST_BODY)
         .await
@@ -414,8 +450,8 @@ pub async fn pos_transactions(
             ))
         })?
         .map_err(|err| WebError::BadRequest(format!("the body could not be read: {err}")))?;
-    let actor = principal.actor(&req);
-    let claim = idempotency_key(&req)?.map(|key| {
+    let actor = principal.actor(req);
+    let claim = idempotency_key(req)?.map(|key| {
         IdempotencyClaim::new(
             &format!("{}:{}", actor.kind.as_str(), actor.id),
             &key,
@@ -425,10 +461,10 @@ pub async fn pos_transactions(
     if let Some(claim) = &claim
         && let Some(report) = state.ingest.answered(claim).map_err(web_error)?
     {
-        return Ok(HttpResponse::Ok().json(report));
+        return Ok((report, true));
     }
     let transactions = parse_transactions(&body)?;
-    let visibility = Visibility::of(&state, &principal)?;
+    let visibility = Visibility::of(state, principal)?;
     if let Some(t) = transactions
         .iter()
         .find(|t| !visibility.can_see(&t.key.store.trim().to_uppercase()))
@@ -443,7 +479,7 @@ pub async fn pos_transactions(
         .ingest(transactions, actor, "api", claim)
         .await
         .map_err(web_error)?;
-    Ok(HttpResponse::Ok().json(report))
+    Ok((report, false))
 }
 
 // --- pages ---

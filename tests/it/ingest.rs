@@ -261,7 +261,12 @@ impl Api {
             .unwrap()
     }
 
-    async fn push(&self, app: &TestApp, key: Option<&str>, body: &Value) -> reqwest::Response {
+    pub(crate) async fn push(
+        &self,
+        app: &TestApp,
+        key: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
         let mut req = self
             .client
             .post(app.url("/api/v1/pos/transactions"))
@@ -474,7 +479,7 @@ async fn bad_files_are_set_aside_with_a_reason_and_change_nothing() {
     app.stop().await;
 }
 
-fn json_sale(store: &str, sequence: u64, sku: &str, quantity_milli: i64) -> Value {
+pub(crate) fn json_sale(store: &str, sequence: u64, sku: &str, quantity_milli: i64) -> Value {
     json!({
         "key": {"store": store, "register": "7", "business_day": "2026-11-28", "sequence": sequence},
         "kind": "sale",

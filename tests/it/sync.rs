@@ -15,9 +15,9 @@ use clientele::config::{ConnectorConfig, ConnectorKind};
 use clientele::domain::account::Role;
 use clientele::sync::held::Held;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::ingest::{Api, item, poslog, retail, store, token};
+use crate::ingest::{Api, item, json_sale, poslog, retail, store, token};
 use crate::support::{clientele, config, init_store, key_source, open_store};
 use crate::web::{TestApp, csrf_of, plain_client};
 
@@ -222,6 +222,16 @@ async fn an_admin_runs_pauses_reads_replays_and_discards_and_each_step_is_audite
     assert_eq!(api.available(&app, "SKU-SCARF", "S001").await, 7_000);
     assert!(held(&app).dead_letter(fixed.id).unwrap().is_none());
 
+    // A pushed sale and a refused push are counted on the JSON API's line.
+    let res = api
+        .push(&app, None, &json_sale("S001", 500, "SKU-SCARF", 1000))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = api
+        .push(&app, None, &json_sale("S001", 501, "SKU-SCARF", -1000))
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
     // Monitoring reads the same figures through the API.
     let monitor = token(&app, &["read:sync"]).await;
     let res = plain_client(app.dir.path())
@@ -237,6 +247,23 @@ async fn an_admin_runs_pauses_reads_replays_and_discards_and_each_step_is_audite
     assert_eq!(line["items_total"], 2);
     assert_eq!(line["paused"], false);
     assert_eq!(line["cursor"], "while-paused.xml");
+    let api_line = body["pushed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|line| line["name"] == "pos-api")
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(
+        (
+            &api_line["requests"],
+            &api_line["items"],
+            &api_line["refused"]
+        ),
+        (&json!(2), &json!(1), &json!(1)),
+        "{api_line}"
+    );
+    let refusal = api_line["last_error"].as_str().unwrap();
+    assert!(refusal.contains("quantity_milli"), "{refusal}");
 
     let entries = audited(&app);
     let has = |code: &str, outcome: &str| entries.iter().any(|(a, o)| a == code && o == outcome);
