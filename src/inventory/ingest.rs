@@ -298,8 +298,9 @@ impl Ingest {
             ));
         }
         let mut errors = Vec::new();
+        let today = self.clock.now().to_zoned(jiff::tz::TimeZone::UTC).date();
         for (i, t) in transactions.iter_mut().enumerate() {
-            clean(&format!("transactions[{i}]"), t, &mut errors);
+            clean(&format!("transactions[{i}]"), t, today, &mut errors);
         }
         if !errors.is_empty() {
             return Err(InventoryError::Invalid(errors));
@@ -817,8 +818,32 @@ fn check_id(errors: &mut Vec<FieldError>, field: String, value: &str) {
 }
 
 /// Checks a transaction and masks every card number in it; problems are reported with their
-/// path (`transactions[2].lines[0].quantity_milli`).
-fn clean(at: &str, t: &mut SaleTransaction, errors: &mut Vec<FieldError>) {
+/// path (`transactions[2].lines[0].quantity_milli`). `today` is the server's date (UTC): a
+/// business day more than a day after it is a register's clock gone wrong (a day of margin
+/// covers every time zone); days in the past are fine (back-filled history).
+fn clean(at: &str, t: &mut SaleTransaction, today: Date, errors: &mut Vec<FieldError>) {
+    if today
+        .tomorrow()
+        .is_ok_and(|tomorrow| t.key.business_day > tomorrow)
+    {
+        push(
+            errors,
+            format!("{at}.key.business_day"),
+            format!(
+                "{} is after this server's date ({today}); check the register's clock",
+                t.key.business_day
+            ),
+        );
+    }
+    if let (Some(started), Some(ended)) = (t.started_at, t.ended_at)
+        && ended < started
+    {
+        push(
+            errors,
+            format!("{at}.ended_at"),
+            format!("ends ({ended}) before it starts ({started}); check the register's clock"),
+        );
+    }
     match ledger::check_location(&format!("{at}.key.store"), &t.key.store) {
         Ok(code) => t.key.store = code,
         Err(InventoryError::Invalid(e)) => errors.extend(e),
@@ -898,6 +923,11 @@ mod tests {
     use super::*;
     use crate::domain::sale::{CustomerRefs, SaleLine, Tender};
 
+    /// The server's date in these tests; the day after is still a register's business day.
+    fn today() -> Date {
+        "2026-12-04".parse().unwrap()
+    }
+
     fn sale() -> SaleTransaction {
         SaleTransaction {
             key: TransactionKey {
@@ -940,7 +970,7 @@ mod tests {
     fn cleaning_masks_cards_and_names_each_bad_field() {
         let mut t = sale();
         let mut errors = Vec::new();
-        clean("transactions[0]", &mut t, &mut errors);
+        clean("transactions[0]", &mut t, today(), &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(t.key.store, "S001");
         assert_eq!(t.currency, "EUR");
@@ -950,16 +980,28 @@ mod tests {
             Some("411111******1111")
         );
 
+        // Tomorrow is still a business day somewhere east of here.
+        let mut east = sale();
+        east.key.business_day = "2026-12-05".parse().unwrap();
+        let mut errors = Vec::new();
+        clean("transactions[0]", &mut east, today(), &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+
         let mut bad = sale();
         bad.lines[0].quantity_milli = -1000;
         bad.total = Some(999);
         bad.key.register = "a/b".into();
+        bad.key.business_day = "2026-12-06".parse().unwrap();
+        bad.started_at = Some("2026-11-27T10:00:00".parse().unwrap());
+        bad.ended_at = Some("2026-11-27T09:59:00".parse().unwrap());
         let mut errors = Vec::new();
-        clean("transactions[1]", &mut bad, &mut errors);
+        clean("transactions[1]", &mut bad, today(), &mut errors);
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
             [
+                "transactions[1].key.business_day",
+                "transactions[1].ended_at",
                 "transactions[1].key.register",
                 "transactions[1].lines[0].quantity_milli",
                 "transactions[1].total"
