@@ -443,7 +443,8 @@ impl Customers {
         let count = index.len();
         {
             let mut live = self.index_mut();
-            // Writes made while building went into the live index: carry them over.
+            // Limitation: writes made while building are not carried over. The server builds
+            // once, at start, before its listeners and jobs exist, so nothing writes then.
             std::mem::swap(&mut *live, &mut index);
         }
         self.inner.ready.store(true, Ordering::Release);
