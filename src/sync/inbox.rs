@@ -220,8 +220,13 @@ impl Folder<'_> {
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
             // What is held in the store never carries a card number.
-            let bytes = read_whole(&path)?
-                .map(|bytes| crate::domain::card::mask_card_numbers_in_xml(&bytes).into_owned());
+            let bytes =
+                read_whole(&path)?.map(
+                    |bytes| match crate::domain::card::mask_card_numbers_in_xml(&bytes) {
+                        std::borrow::Cow::Owned(masked) => masked,
+                        std::borrow::Cow::Borrowed(_) => bytes,
+                    },
+                );
             let parsed = bytes.map_err(|reason| (None, reason)).and_then(|bytes| {
                 match super::poslog::parse(&bytes, self.currency) {
                     Ok(transactions) if transactions.is_empty() => {

@@ -83,24 +83,10 @@ pub async fn import(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, WebError> {
-    let boundary = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(upload::boundary)
-        .ok_or_else(|| WebError::BadRequest("send the file with the import form".into()))?;
-    let body = upload::read_limited(payload, upload::UPLOAD_LIMIT).await?;
-    let parts = upload::parts(&body, &boundary).map_err(WebError::BadRequest)?;
-    let Some(file) = parts
-        .iter()
-        .find(|p| p.name == "file" && p.filename.is_some())
-    else {
+    let Some(bytes) = upload::form_file(&req, payload).await? else {
         let report = refused("Choose a CSV file to import.".into(), Vec::new());
         return import_page(&who, Some(report));
     };
-    let bytes = file.data.to_vec();
-    drop(parts);
-    drop(body);
 
     let report = match run_import(&state, bytes, who.actor()).await {
         Ok(record) => ImportReport {

@@ -851,26 +851,11 @@ pub async fn catalog_import(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, WebError> {
-    let boundary = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(upload::boundary)
-        .ok_or_else(|| WebError::BadRequest("send the file with the import form".into()))?;
-    let body = upload::read_limited(payload, upload::UPLOAD_LIMIT).await?;
-    let parts = upload::parts(&body, &boundary).map_err(WebError::BadRequest)?;
-    let Some(file) = parts
-        .iter()
-        .find(|p| p.name == "file" && p.filename.is_some())
-    else {
+    let Some(file) = upload::form_file(&req, payload).await? else {
         let report = import_refused("Choose a CSV file to import.".into(), Vec::new());
         return catalog_import_page(&who, Some(report));
     };
-    let result = state
-        .ingest
-        .catalog()
-        .import_csv(file.data, who.actor())
-        .await;
+    let result = state.ingest.catalog().import_csv(&file, who.actor()).await;
     let report = match result {
         Ok(counts) => CatalogImportReport {
             imported: true,

@@ -1,8 +1,8 @@
 //! File uploads from HTML forms (`multipart/form-data`, RFC 7578), read whole under a size
 //! limit. Only what our own forms send is understood: named parts, a file part with a
 //! filename, no nested multiparts, no `Content-Transfer-Encoding`. actix-multipart would
-//! stream larger files, but the one upload we take (a customer CSV, all-or-nothing, validated
-//! whole) is held in memory by the importer anyway, so a second streaming stack buys nothing.
+//! stream larger files, but the uploads we take (customer and catalog CSVs, all-or-nothing,
+//! validated whole) are held in memory by the importer anyway, so a second streaming stack buys nothing.
 
 use actix_web::web;
 
@@ -45,6 +45,26 @@ pub async fn read_limited(payload: web::Payload, limit: usize) -> Result<web::By
         ))),
         Err(_) => Err(WebError::TooLarge(limit)),
     }
+}
+
+/// The file sent in the `file` input of an import form (at most [`UPLOAD_LIMIT`] bytes), or
+/// `None` when the form came without one.
+pub async fn form_file(
+    req: &actix_web::HttpRequest,
+    payload: web::Payload,
+) -> Result<Option<Vec<u8>>, WebError> {
+    let boundary = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(boundary)
+        .ok_or_else(|| WebError::BadRequest("send the file with the import form".into()))?;
+    let body = read_limited(payload, UPLOAD_LIMIT).await?;
+    let parts = parts(&body, &boundary).map_err(WebError::BadRequest)?;
+    Ok(parts
+        .iter()
+        .find(|p| p.name == "file" && p.filename.is_some())
+        .map(|p| p.data.to_vec()))
 }
 
 /// Splits a body into its parts.

@@ -307,6 +307,28 @@ async fn rejected(
     ))
 }
 
+/// The throttle, then the signature in header `name`: the refusal when the delivery stops
+/// here, `None` when it is signed.
+async fn refusal(
+    state: &AppState,
+    keys: &WebhookKeys,
+    req: &HttpRequest,
+    provider: &'static str,
+    name: &str,
+    signed: impl FnOnce(Option<&str>) -> bool,
+) -> Result<Option<Delivery>, WebError> {
+    if let Some(wait) = throttled(state, keys, req, provider) {
+        return Ok(Some(wait));
+    }
+    let signature = header(req, name);
+    if signed(signature) {
+        return Ok(None);
+    }
+    rejected(state, keys, req, provider, signature.is_some())
+        .await
+        .map(Some)
+}
+
 fn answer(status: &str) -> HttpResponse {
     HttpResponse::build(StatusCode::OK).json(serde_json::json!({ "status": status }))
 }
@@ -328,12 +350,17 @@ async fn shopify_delivery(
     req: &HttpRequest,
     body: &[u8],
 ) -> Result<Delivery, WebError> {
-    if let Some(wait) = throttled(state, keys, req, "shopify") {
-        return Ok(wait);
-    }
-    let signature = header(req, "x-shopify-hmac-sha256");
-    if !keys.shopify_signed(signature, body) {
-        return rejected(state, keys, req, "shopify", signature.is_some()).await;
+    if let Some(refusal) = refusal(
+        state,
+        keys,
+        req,
+        "shopify",
+        "x-shopify-hmac-sha256",
+        |signature| keys.shopify_signed(signature, body),
+    )
+    .await?
+    {
+        return Ok(refusal);
     }
     let Some(id) = header(req, "x-shopify-webhook-id").filter(|id| valid_id(id)) else {
         return Err(WebError::BadRequest(
@@ -374,12 +401,17 @@ async fn square_delivery(
     req: &HttpRequest,
     body: &[u8],
 ) -> Result<Delivery, WebError> {
-    if let Some(wait) = throttled(state, keys, req, "square") {
-        return Ok(wait);
-    }
-    let signature = header(req, "x-square-hmacsha256-signature");
-    if !keys.square_signed(signature, body) {
-        return rejected(state, keys, req, "square", signature.is_some()).await;
+    if let Some(refusal) = refusal(
+        state,
+        keys,
+        req,
+        "square",
+        "x-square-hmacsha256-signature",
+        |signature| keys.square_signed(signature, body),
+    )
+    .await?
+    {
+        return Ok(refusal);
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| WebError::BadRequest("the body is not JSON".into()))?;

@@ -18,12 +18,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::{
-    CliError, SplitMix, WorkDir, fresh_store, ingest_on, millis, per_second, percentile, print_row,
-    progress, rate, round3, runtime, verdict,
+    CliError, SplitMix, WorkDir, fill_catalog, fresh_store, ingest_on, millis, per_second,
+    percentile, print_row, progress, rate, round3, runtime, verdict,
 };
-use crate::audit::Actor;
 use crate::clock::{SystemClock, SystemRandom};
-use crate::domain::product::ProductInput;
 use crate::domain::stock::MovementKind;
 use crate::inventory::ingest::Ingest;
 use crate::inventory::ledger::{Ledger, Pending};
@@ -52,8 +50,6 @@ pub struct AvailabilityBenchArgs {
 
 /// Movements (and their levels) per change set while filling.
 const FILL_BATCH: u64 = 5_000;
-/// Concurrent catalog writers.
-const CATALOG_WRITERS: u64 = 8;
 /// Target of the issue: one look-up's p99.
 const P99_TARGET_MS: f64 = 2.0;
 
@@ -92,7 +88,8 @@ fn location(n: u64) -> String {
 async fn run(args: &AvailabilityBenchArgs, dir: &Path) -> Result<Report, CliError> {
     let (store, ingest) = open(dir)?;
     let start = Instant::now();
-    fill_catalog(&ingest, args.skus).await?;
+    progress(&format!("filling a catalog of {} products", args.skus));
+    fill_catalog(&ingest, args.skus, sku).await?;
     fill_levels(&store, ingest.ledger(), args).await?;
     let fill = start.elapsed();
     let records = args.skus * (1 + 2 * args.locations);
@@ -141,39 +138,6 @@ async fn run(args: &AvailabilityBenchArgs, dir: &Path) -> Result<Report, CliErro
 
 fn other(err: impl std::fmt::Display) -> CliError {
     CliError::Other(err.to_string())
-}
-
-async fn fill_catalog(ingest: &Ingest, skus: u64) -> Result<(), CliError> {
-    progress(&format!("filling a catalog of {skus} products"));
-    let mut tasks = Vec::new();
-    for writer in 0..CATALOG_WRITERS {
-        let ingest = ingest.clone();
-        tasks.push(tokio::spawn(async move {
-            for n in (writer..skus).step_by(usize::try_from(CATALOG_WRITERS).unwrap_or(1)) {
-                let input = ProductInput {
-                    name: format!("Product {n}"),
-                    brand: "Bench".into(),
-                    category: format!("Category {}", n % 50),
-                    price: 1000,
-                    cost: 500,
-                    currency: "EUR".into(),
-                    ..ProductInput::default()
-                };
-                ingest
-                    .catalog()
-                    .put(&sku(n), input, Actor::system("bench"))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok::<(), String>(())
-        }));
-    }
-    for task in tasks {
-        task.await
-            .map_err(|e| CliError::Other(format!("a catalog writer stopped: {e}")))?
-            .map_err(CliError::Other)?;
-    }
-    Ok(())
 }
 
 /// A receipt of a random quantity for every SKU at every location.

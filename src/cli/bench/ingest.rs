@@ -23,17 +23,16 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::SplitMix;
-use super::{CliError, WorkDir, millis, per_second, percentile, print_row, progress, rate, round3};
+use super::{
+    CliError, WorkDir, fill_catalog, fresh_store, ingest_on, millis, per_second, percentile,
+    print_row, progress, rate, round3, runtime,
+};
 use crate::audit::Actor;
-use crate::clock::{Random, SystemClock, SystemRandom};
-use crate::config::Config;
-use crate::crm::Customers;
-use crate::domain::product::ProductInput;
+use crate::clock::{Random, SystemRandom};
 use crate::domain::sale::{
     CustomerRefs, SaleLine, SaleTransaction, Tender, TransactionKey, TransactionKind,
 };
 use crate::inventory::ingest::Ingest;
-use crate::store::{MasterKeySource, Store, StoreOptions};
 
 /// Sizes of the ingest benchmark.
 #[derive(Debug, Args)]
@@ -83,8 +82,6 @@ const REGISTERS: u64 = 5;
 const LOYALTY_IDS: u64 = 2000;
 /// Percent of transactions with a loyalty id.
 const LOYALTY_PERCENT: u64 = 30;
-/// Products created at once while filling the catalog.
-const CATALOG_WRITERS: u64 = 16;
 /// Availability reads on the idle store.
 const IDLE_READS: usize = 5000;
 
@@ -92,11 +89,6 @@ pub(super) fn bench_ingest(args: &IngestBenchArgs) -> Result<ExitCode, CliError>
     let random = Arc::new(SystemRandom::new());
     let work = WorkDir::create(args.dir.as_deref(), random.as_ref())?;
     progress(&format!("working in {}", work.path.display()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
     let seed = {
         let mut bytes = [0u8; 8];
         random
@@ -104,7 +96,7 @@ pub(super) fn bench_ingest(args: &IngestBenchArgs) -> Result<ExitCode, CliError>
             .map_err(|e| CliError::Other(format!("no randomness: {e}")))?;
         u64::from_le_bytes(bytes) | 1
     };
-    let report = runtime.block_on(run(args, &work.path, seed))?;
+    let report = runtime()?.block_on(run(args, &work.path, seed))?;
     print_table(args, &report);
     println!("{}", report_json(args, &report));
     Ok(ExitCode::SUCCESS)
@@ -132,7 +124,7 @@ async fn run(args: &IngestBenchArgs, dir: &Path, seed: u64) -> Result<Report, Cl
 
     progress(&format!("filling the catalog with {SKUS} products"));
     let started = Instant::now();
-    fill_catalog(&ingest).await?;
+    fill_catalog(&ingest, SKUS, sku).await?;
     let catalog = started.elapsed();
 
     progress(&format!(
@@ -347,59 +339,7 @@ async fn json_phase(
 }
 
 fn open(data_dir: &Path) -> Result<Ingest, CliError> {
-    let config = Config {
-        data_dir: data_dir.to_path_buf(),
-        ..Config::default()
-    };
-    let options = StoreOptions::from_config(&config);
-    let source = MasterKeySource::File(config.master_key_file());
-    let random = SystemRandom::new();
-    Store::init(&options, &source, &SystemClock, &random)?;
-    let store = Store::open(
-        &options,
-        &source,
-        Arc::new(SystemClock),
-        Arc::new(SystemRandom::new()),
-    )?;
-    let customers = Customers::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        Arc::new(SystemRandom::new()),
-        "US",
-    );
-    Ok(Ingest::new(store, Arc::new(SystemClock), customers))
-}
-
-async fn fill_catalog(ingest: &Ingest) -> Result<(), CliError> {
-    let mut tasks = Vec::new();
-    for writer in 0..CATALOG_WRITERS {
-        let ingest = ingest.clone();
-        tasks.push(tokio::spawn(async move {
-            for n in (writer..SKUS).step_by(CATALOG_WRITERS as usize) {
-                let input = ProductInput {
-                    name: format!("Product {n}"),
-                    brand: "Bench".into(),
-                    category: format!("Category {}", n % 20),
-                    price: 1000 + (n % 50).cast_signed() * 100,
-                    cost: 500,
-                    currency: "EUR".into(),
-                    ..ProductInput::default()
-                };
-                ingest
-                    .catalog()
-                    .put(&sku(n), input, Actor::system("bench"))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok::<(), String>(())
-        }));
-    }
-    for task in tasks {
-        task.await
-            .map_err(|e| CliError::Other(format!("a catalog writer stopped: {e}")))?
-            .map_err(CliError::Other)?;
-    }
-    Ok(())
+    Ok(ingest_on(&fresh_store(data_dir)?))
 }
 
 /// Times availability reads until `done` (or `count` reads).

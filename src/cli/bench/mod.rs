@@ -132,6 +132,47 @@ fn ingest_on(store: &crate::store::Store) -> crate::inventory::ingest::Ingest {
     crate::inventory::ingest::Ingest::new(store.clone(), Arc::new(SystemClock), customers)
 }
 
+/// Concurrent writers filling a benchmark's catalog (their puts share group commits).
+const CATALOG_WRITERS: u64 = 16;
+
+/// Fills the catalog with `count` products, numbered and named by `sku`, priced 10.00 to 59.00
+/// EUR, in 20 categories.
+async fn fill_catalog(
+    ingest: &crate::inventory::ingest::Ingest,
+    count: u64,
+    sku: fn(u64) -> String,
+) -> Result<(), CliError> {
+    let mut tasks = Vec::new();
+    for writer in 0..CATALOG_WRITERS {
+        let ingest = ingest.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in (writer..count).step_by(usize::try_from(CATALOG_WRITERS).unwrap_or(1)) {
+                let input = crate::domain::product::ProductInput {
+                    name: format!("Product {n}"),
+                    brand: "Bench".into(),
+                    category: format!("Category {}", n % 20),
+                    price: 1000 + (n % 50).cast_signed() * 100,
+                    cost: 500,
+                    currency: "EUR".into(),
+                    ..crate::domain::product::ProductInput::default()
+                };
+                ingest
+                    .catalog()
+                    .put(&sku(n), input, crate::audit::Actor::system("bench"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for task in tasks {
+        task.await
+            .map_err(|e| CliError::Other(format!("a catalog writer stopped: {e}")))?
+            .map_err(CliError::Other)?;
+    }
+    Ok(())
+}
+
 fn progress(message: &str) {
     eprintln!("bench: {message}");
 }

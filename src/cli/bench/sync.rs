@@ -20,12 +20,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::{
-    CliError, WorkDir, fresh_store, ingest_on, median, per_second, print_row, progress, rate,
-    round3, runtime, verdict,
+    CliError, WorkDir, fill_catalog, fresh_store, ingest_on, median, per_second, print_row,
+    progress, rate, round3, runtime, verdict,
 };
-use crate::audit::Actor;
 use crate::clock::{Random, SystemClock, SystemRandom};
-use crate::domain::product::ProductInput;
 use crate::inventory::ingest::Ingest;
 use crate::sync::held::Held;
 use crate::sync::inbox::{Folder, Looks};
@@ -105,23 +103,7 @@ fn open(data_dir: &Path) -> Result<Services, CliError> {
 async fn run(args: &SyncBenchArgs, dir: &Path) -> Result<Report, CliError> {
     let services = open(&dir.join("store"))?;
     progress(&format!("filling a catalog of {SKUS} products"));
-    for n in 0..SKUS {
-        let input = ProductInput {
-            name: format!("Product {n}"),
-            brand: "Bench".into(),
-            category: format!("Category {}", n % 20),
-            price: 1000,
-            cost: 500,
-            currency: "EUR".into(),
-            ..ProductInput::default()
-        };
-        services
-            .ingest
-            .catalog()
-            .put(&format!("SKU-{n:05}"), input, Actor::system("bench"))
-            .await
-            .map_err(|e| CliError::Other(e.to_string()))?;
-    }
+    fill_catalog(&services.ingest, SKUS, |n| format!("SKU-{n:05}")).await?;
     let folder = dir.join("drop");
     std::fs::create_dir_all(&folder).map_err(|e| io_error(&e))?;
     let mut report = Report::default();
