@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clientele::app::{self, Deps};
 use clientele::audit::Actor;
 use clientele::auth::tokens::Tokens;
 use clientele::clock::{SystemClock, SystemRandom};
@@ -20,7 +19,7 @@ use clientele::sync::held::{DeadLetter, Held};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{clientele, config, init_store, key_source};
+use crate::support::{clientele, init_store};
 use crate::web::{TestApp, plain_client};
 
 // --- POSLog fixtures ---
@@ -131,21 +130,12 @@ fn inbox(app: &TestApp) -> PathBuf {
 
 /// The appliance with a watched `POSLog` folder looked at every 50 ms.
 async fn start_with_inbox() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    init_store(dir.path());
-    let mut config = config(dir.path());
-    config.pos.inbox = Some(dir.path().join("inbox"));
-    config.pos.poll_interval = Duration::from_millis(50);
-    config.pos.settle = Duration::ZERO;
-    let app = app::start(config, Deps::system(), key_source(dir.path()))
-        .await
-        .unwrap();
-    let base = format!("https://localhost:{}", app.https_addr.port());
-    TestApp {
-        app: Some(app),
-        base,
-        dir,
-    }
+    TestApp::start_configured(|config, dir| {
+        config.pos.inbox = Some(dir.join("inbox"));
+        config.pos.poll_interval = Duration::from_millis(50);
+        config.pos.settle = Duration::ZERO;
+    })
+    .await
 }
 
 pub(crate) fn store(app: &TestApp) -> clientele::store::Store {

@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clientele::app::{self, Deps};
 use clientele::audit::Actor;
 use clientele::clock::{SystemClock, SystemRandom};
 use clientele::config::{ConnectorConfig, ConnectorKind};
@@ -18,7 +17,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::ingest::{Api, item, json_sale, poslog, retail, store, token};
-use crate::support::{clientele, config, init_store, key_source, open_store};
+use crate::support::{clientele, init_store, open_store};
 use crate::web::{TestApp, csrf_of, plain_client};
 
 fn connector(name: &str, folder: &Path, interval: Duration) -> ConnectorConfig {
@@ -36,21 +35,12 @@ fn connector(name: &str, folder: &Path, interval: Duration) -> ConnectorConfig {
 
 /// The appliance with the given connectors, retrying quickly.
 async fn start_with(connectors: impl FnOnce(&Path) -> Vec<ConnectorConfig>) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    init_store(dir.path());
-    let mut config = config(dir.path());
-    config.sync.connectors = connectors(dir.path());
-    config.sync.retry_initial = Duration::from_millis(50);
-    config.sync.retry_max = Duration::from_millis(200);
-    let app = app::start(config, Deps::system(), key_source(dir.path()))
-        .await
-        .unwrap();
-    let base = format!("https://localhost:{}", app.https_addr.port());
-    TestApp {
-        app: Some(app),
-        base,
-        dir,
-    }
+    TestApp::start_configured(|config, dir| {
+        config.sync.connectors = connectors(dir);
+        config.sync.retry_initial = Duration::from_millis(50);
+        config.sync.retry_max = Duration::from_millis(200);
+    })
+    .await
 }
 
 fn drop_file(folder: &Path, name: &str, contents: &str) {

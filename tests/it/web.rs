@@ -31,9 +31,30 @@ impl TestApp {
         Self::launch(dir, deps).await
     }
 
+    /// Starts on a new folder, with the test configuration changed by `change` (which gets
+    /// the folder, for paths inside it).
+    pub async fn start_configured(
+        change: impl FnOnce(&mut clientele::config::Config, &std::path::Path),
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        init_store(dir.path());
+        let mut config = config(dir.path());
+        change(&mut config, dir.path());
+        Self::launch_with(dir, config, Deps::system()).await
+    }
+
     /// Starts the appliance on an initialised folder.
     async fn launch(dir: tempfile::TempDir, deps: Deps) -> Self {
-        let app = app::start(config(dir.path()), deps, key_source(dir.path()))
+        let config = config(dir.path());
+        Self::launch_with(dir, config, deps).await
+    }
+
+    async fn launch_with(
+        dir: tempfile::TempDir,
+        config: clientele::config::Config,
+        deps: Deps,
+    ) -> Self {
+        let app = app::start(config, deps, key_source(dir.path()))
             .await
             .unwrap();
         let base = format!("https://localhost:{}", app.https_addr.port());
