@@ -374,6 +374,29 @@ async fn small_files_go_in_batches_and_a_bad_one_alone_is_set_aside() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_peak_window_shortens_the_interval() {
+    let app = start_with(|dir| {
+        let mut store = connector("store-4", &dir.join("drop"), Duration::from_secs(3600));
+        // The whole year is the season here, so the peak interval is always in force.
+        store.peak =
+            vec![toml::from_str("from = \"01-01\"\nto = \"12-31\"\ninterval = \"100ms\"").unwrap()];
+        vec![store]
+    })
+    .await;
+    let drop = app.dir.path().join("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    // After the first run at start, only the peak interval can bring the next one soon.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop_file(&drop, "peak.xml", &poslog(&[sale(1, "SKU-P")]));
+    gone(&drop, "peak.xml").await;
+    let manager = app.signed_in("max-manager", Role::Manager).await;
+    let (_, detail) = page(&manager, &app, "/sync/connectors/store-4").await;
+    assert!(detail.contains("1h (now 100ms, a peak window)"), "{detail}");
+    assert!(detail.contains("01-01 to 12-31: every 100ms"), "{detail}");
+    app.stop().await;
+}
+
 /// The sale count of a store offline: sales of `SKU-K` at S001 move on-hand down by one each.
 fn sold(dir: &Path) -> i64 {
     let store = open_store(dir);
