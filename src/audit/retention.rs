@@ -190,8 +190,10 @@ fn delete(audit: &Audit, first: u64, cut: u64) -> Result<(), StoreError> {
             to = next;
         }
         let mut set = ChangeSet::new();
-        for seq in done + 1..=to {
-            set.delete(AUDIT, seq.to_be_bytes());
+        // Entries are stored several to a record; a checkpoint is always made at the head,
+        // which ends a record, so the stretch is a run of whole records.
+        for key in audit.store().log_record_keys(AUDIT, done + 1, to)? {
+            set.delete(AUDIT, key);
         }
         for size in stale.drain(..) {
             set.delete(CHECKPOINTS, size.to_be_bytes());

@@ -2,7 +2,8 @@
 //!
 //! Every write in Clientele is a [`ChangeSet`] given to [`super::Store::commit`]. One committer
 //! thread takes the sets waiting in its queue as a group, checks each set's expectations
-//! against the store and the sets before it, seals the values, appends any new subject keys
+//! against the store and the sets before it, seals the values (the log entries the group
+//! appends go into one record per log, see [`super::log`]), appends any new subject keys
 //! to the keystore (synced), applies the whole group as one atomic sled batch, flushes once,
 //! and only then acknowledges every set of the group (group commit). A set whose expectation
 //! fails is refused whole and the others go on.
@@ -18,6 +19,7 @@ use zeroize::Zeroizing;
 use crate::domain::Id;
 
 use super::keyring::{self, KEYRING};
+use super::log::{StagedEntry, log_value};
 use super::seal::{self, KeyRef};
 use super::{Shared, StoreError, Table};
 
@@ -89,25 +91,6 @@ impl LogHead {
         hash: [0; 32],
         time: jiff::Timestamp::UNIX_EPOCH,
     };
-}
-
-/// Bytes stored before an appended entry: its hash and its time (nanoseconds, big-endian), so
-/// the head can be found again at open without knowing the entry's encoding.
-pub(super) const LOG_PREFIX_LEN: usize = 32 + 16;
-
-pub(super) fn log_value(hash: &[u8; 32], time: jiff::Timestamp, bytes: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(LOG_PREFIX_LEN + bytes.len());
-    value.extend_from_slice(hash);
-    value.extend_from_slice(&time.as_nanosecond().to_be_bytes());
-    value.extend_from_slice(bytes);
-    value
-}
-
-pub(super) fn log_head_of(seq: u64, value: &[u8]) -> Option<LogHead> {
-    let hash: [u8; 32] = value.get(..32)?.try_into().ok()?;
-    let nanos = i128::from_be_bytes(value.get(32..48)?.try_into().ok()?);
-    let time = jiff::Timestamp::from_nanosecond(nanos).ok()?;
-    Some(LogHead { seq, hash, time })
 }
 
 impl Change {
@@ -301,11 +284,11 @@ fn apply_group(shared: &Shared, commits: Vec<(ChangeSet, Reply)>) {
         return;
     }
     let mut batch: Staged = Vec::new();
+    let mut entries: Vec<StagedEntry> = Vec::new();
     let mut overlay: HashMap<Vec<u8>, bool> = HashMap::new();
     let mut new_subjects: Vec<(Id, Zeroizing<[u8; 32]>)> = Vec::new();
     let mut outcomes: Vec<(Result<(), StoreError>, Reply)> = Vec::with_capacity(commits.len());
     let mut heads = Heads::new();
-    let mut staged_any = false;
     // Presence of staged keys only matters when some set of the group has an expectation or
     // a re-seal to check; bulk writes without either skip the bookkeeping.
     let track = commits
@@ -321,17 +304,21 @@ fn apply_group(shared: &Shared, commits: Vec<(ChangeSet, Reply)>) {
             &mut heads,
             track,
         )
-        .map(|ops| {
-            staged_any |= !ops.is_empty();
+        .map(|(ops, appended)| {
             batch.extend(ops);
+            entries.extend(appended);
         });
         outcomes.push((outcome, reply));
     }
 
-    let written = if staged_any {
-        write_batch(shared, batch, new_subjects)
-    } else {
+    let written = if batch.is_empty() && entries.is_empty() {
         Ok(())
+    } else {
+        // The group's log entries, sealed together: one record per log instead of one each.
+        super::log::pack(shared, entries).and_then(|records| {
+            batch.extend(records);
+            write_batch(shared, batch, new_subjects)
+        })
     };
     if written.is_ok() && !heads.is_empty() {
         shared.log_heads().extend(heads);
@@ -390,7 +377,7 @@ fn apply_tapped(shared: &Shared, ops: Staged) -> Result<(), StoreError> {
 
 /// One staged write: store key and sealed value, or `None` for a removal.
 pub(super) type StagedOp = (Vec<u8>, Option<Vec<u8>>);
-type Staged = Vec<StagedOp>;
+pub(super) type Staged = Vec<StagedOp>;
 
 /// Pending presence of keys staged earlier in the group (true: written, false: deleted).
 type Overlay = HashMap<Vec<u8>, bool>;
@@ -398,7 +385,8 @@ type Overlay = HashMap<Vec<u8>, bool>;
 /// Log heads moved by the group so far, by log table name.
 type Heads = HashMap<&'static str, LogHead>;
 
-/// Checks a set's expectations and seals its values, without touching the store.
+/// Checks a set's expectations and seals its values, without touching the store; returns the
+/// sealed writes and the log entries it appends (sealed with the group's).
 fn stage(
     shared: &Shared,
     set: ChangeSet,
@@ -406,8 +394,9 @@ fn stage(
     new_subjects: &mut Vec<(Id, Zeroizing<[u8; 32]>)>,
     heads: &mut Heads,
     track: bool,
-) -> Result<Staged, StoreError> {
+) -> Result<(Staged, Vec<StagedEntry>), StoreError> {
     let mut ops: Staged = Vec::with_capacity(set.changes.len() + 1);
+    let mut appended = Vec::new();
     let mut local = Overlay::new();
     // Heads this set moved; they join the group's only if the whole set stages.
     let mut local_heads = Heads::new();
@@ -480,13 +469,16 @@ fn stage(
             }
             // A rotation since the rewriter read its cursor: the rotation's reset stands.
             Change::RewriteCursor { .. } | Change::FinishRewrite { .. } => None,
-            Change::Append { log, entry } => Some(stage_append(
-                shared,
-                log,
-                entry.as_ref(),
-                heads,
-                &mut local_heads,
-            )?),
+            Change::Append { log, entry } => {
+                appended.push(stage_append(
+                    shared,
+                    log,
+                    entry.as_ref(),
+                    heads,
+                    &mut local_heads,
+                )?);
+                None
+            }
         };
         if let Some((store_key, value)) = staged {
             if track {
@@ -497,18 +489,18 @@ fn stage(
     }
     overlay.extend(local);
     heads.extend(local_heads);
-    Ok(ops)
+    Ok((ops, appended))
 }
 
-/// Links a log entry to the newest head (this set's, the group's, or the stored one) and seals
-/// it.
+/// Links a log entry to the newest head (this set's, the group's, or the stored one) and
+/// encodes it.
 fn stage_append(
     shared: &Shared,
     log: Table,
     entry: &dyn Chained,
     heads: &Heads,
     local_heads: &mut Heads,
-) -> Result<StagedOp, StoreError> {
+) -> Result<StagedEntry, StoreError> {
     let head = match local_heads
         .get(log.name())
         .or_else(|| heads.get(log.name()))
@@ -527,11 +519,6 @@ fn stage_append(
             log: log.name(),
             reason,
         })?;
-    let store_key = log.store_key(&link.seq.to_be_bytes());
-    let value = Zeroizing::new(log_value(&hash, link.time, &bytes));
-    let sealed = shared
-        .keyring
-        .seal_current(&store_key, &value, &shared.nonces)?;
     local_heads.insert(
         log.name(),
         LogHead {
@@ -540,7 +527,11 @@ fn stage_append(
             time: link.time,
         },
     );
-    Ok((store_key, Some(sealed)))
+    Ok(StagedEntry {
+        log,
+        seq: link.seq,
+        value: Zeroizing::new(log_value(&hash, link.time, &bytes)),
+    })
 }
 
 /// Refuses a change whose expectation about the record's presence does not hold.

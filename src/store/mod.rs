@@ -23,6 +23,7 @@ pub mod backup;
 mod commit;
 pub mod files;
 mod keyring;
+mod log;
 pub mod master;
 pub mod migrate;
 pub mod rewrap;
@@ -266,18 +267,28 @@ impl Shared {
         let head = match self.data.scan_prefix(log.prefix()).next_back() {
             Some(entry) => {
                 let (store_key, raw) = entry?;
-                let seq = store_key[log.prefix().len()..]
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| StoreError::Decode(format!("{}: bad sequence key", log.name())))?;
-                let plain = Zeroizing::new(self.open_raw(&store_key, &raw)?);
-                commit::log_head_of(seq, &plain)
+                let newest = self.open_log_record(log, &store_key, &raw)?.pop();
+                newest
+                    .and_then(|(seq, value)| log::log_head_of(seq, &value))
                     .ok_or_else(|| StoreError::Decode(format!("{}: bad log entry", log.name())))?
             }
             None => LogHead::EMPTY,
         };
         self.log_heads().insert(log.name(), head);
         Ok(head)
+    }
+
+    /// Opens one record of a log: its entries as sequence number and full log value.
+    fn open_log_record(
+        &self,
+        log: Table,
+        store_key: &[u8],
+        raw: &[u8],
+    ) -> Result<log::Entries, StoreError> {
+        let suffix = store_key.get(log.prefix().len()..).unwrap_or_default();
+        let plain = Zeroizing::new(self.open_raw(store_key, raw)?);
+        log::unpack(suffix, &plain)
+            .map_err(|reason| StoreError::Decode(format!("{}: {reason}", log.name())))
     }
 
     fn wake_rewriter(&self) {
@@ -742,28 +753,82 @@ impl Store {
     /// newest first when `reverse`), as stored by [`Chained::finish`].
     #[must_use]
     pub fn log_entries(&self, log: Table, from: u64, to: u64, reverse: bool) -> LogEntries<'_> {
-        let start = log.store_key(&from.to_be_bytes());
-        let end = log.store_key(&to.to_be_bytes());
-        let range = self.shared().data.range(start..=end);
-        let prefix_len = log.prefix().len();
-        let open = move |entry: sled::Result<(sled::IVec, sled::IVec)>| {
-            let (store_key, raw) = entry?;
-            let seq = store_key[prefix_len..]
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Decode(format!("{}: bad sequence key", log.name())))?;
-            let mut plain = self.shared().open_raw(&store_key, &raw)?;
-            if plain.len() < commit::LOG_PREFIX_LEN {
-                return Err(StoreError::Decode(format!("{}: bad log entry", log.name())));
-            }
-            plain.drain(..commit::LOG_PREFIX_LEN);
-            Ok((seq, Zeroizing::new(plain)))
+        let records = self.log_records(log, from, to);
+        let open = move |record: Result<(sled::IVec, sled::IVec), StoreError>| {
+            let opened = record
+                .and_then(|(store_key, raw)| self.shared().open_log_record(log, &store_key, &raw));
+            let entries: Vec<_> = match opened {
+                Ok(mut entries) => {
+                    entries.retain(|(seq, _)| (from..=to).contains(seq));
+                    if reverse {
+                        entries.reverse();
+                    }
+                    entries
+                        .into_iter()
+                        .map(|(seq, mut value)| {
+                            value.drain(..log::LOG_PREFIX_LEN);
+                            Ok((seq, value))
+                        })
+                        .collect()
+                }
+                Err(err) => vec![Err(err)],
+            };
+            entries
         };
         if reverse {
-            Box::new(range.rev().map(open))
+            Box::new(records.rev().flat_map(open))
         } else {
-            Box::new(range.map(open))
+            Box::new(records.flat_map(open))
         }
+    }
+
+    /// The records of a log holding any entry in `from..=to`, in key order: the records that
+    /// start in the range, after the one before it when that one reaches into it.
+    fn log_records(
+        &self,
+        log: Table,
+        from: u64,
+        to: u64,
+    ) -> impl DoubleEndedIterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + '_ {
+        let prefix = log.prefix();
+        let start = log.store_key(&from.to_be_bytes());
+        let mut end = log.store_key(&to.to_be_bytes());
+        end.extend_from_slice(&[0xFF; 4]);
+        let data = &self.shared().data;
+        let before = data
+            .range(prefix.clone()..start.clone())
+            .next_back()
+            .and_then(|record| match record {
+                Ok((key, raw)) => log::span(&key[prefix.len()..])
+                    .is_none_or(|(_, last)| last >= from)
+                    .then_some(Ok((key, raw))),
+                Err(err) => Some(Err(err)),
+            });
+        before
+            .into_iter()
+            .chain(data.range(start..=end))
+            .map(|record| record.map_err(StoreError::from))
+    }
+
+    /// The key suffixes (after the table's prefix) of the log records whose entries all lie
+    /// in `from..=to`: what deleting those entries deletes. A record reaching outside the
+    /// range is kept whole.
+    pub fn log_record_keys(
+        &self,
+        log: Table,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let prefix_len = log.prefix().len();
+        let mut keys = Vec::new();
+        for record in self.log_records(log, from, to) {
+            let (key, _) = record?;
+            let suffix = &key[prefix_len..];
+            if log::span(suffix).is_some_and(|(first, last)| first >= from && last <= to) {
+                keys.push(suffix.to_vec());
+            }
+        }
+        Ok(keys)
     }
 
     /// Number of records in `table`.

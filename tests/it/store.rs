@@ -502,6 +502,79 @@ fn concurrent_appends_form_one_chain_that_survives_reopening() {
     assert_eq!(newest, vec![201, 200]);
 }
 
+fn append_notes(store: &clientele::store::Store, count: usize) {
+    let mut set = ChangeSet::new();
+    for _ in 0..count {
+        set.append(
+            LOG,
+            Box::new(Note {
+                text: "n",
+                refuse: false,
+            }),
+        );
+    }
+    store.commit_blocking(set).unwrap();
+}
+
+fn seqs(store: &clientele::store::Store, from: u64, to: u64, reverse: bool) -> Vec<u64> {
+    store
+        .log_entries(LOG, from, to, reverse)
+        .map(|e| e.unwrap().0)
+        .collect()
+}
+
+#[test]
+fn entries_written_together_share_a_record_and_read_back_by_any_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_store(tmp.path());
+    let store = open_store(tmp.path());
+    // Entries 1-2 alone, 3-12 in one set, 13 alone, 14-613 in one set (three records).
+    append_notes(&store, 1);
+    append_notes(&store, 1);
+    append_notes(&store, 10);
+    append_notes(&store, 1);
+    append_notes(&store, 600);
+    assert!(
+        store.count(LOG) < 20,
+        "{} records for 613 entries",
+        store.count(LOG)
+    );
+
+    assert_eq!(
+        seqs(&store, 1, u64::MAX, false),
+        (1..=613).collect::<Vec<_>>()
+    );
+    assert_eq!(seqs(&store, 5, 8, false), vec![5, 6, 7, 8]);
+    assert_eq!(seqs(&store, 5, 8, true), vec![8, 7, 6, 5]);
+    assert_eq!(seqs(&store, 12, 14, false), vec![12, 13, 14]);
+    assert_eq!(seqs(&store, 3, 3, false), vec![3]);
+    assert_eq!(seqs(&store, 300, 300, true), vec![300]);
+    assert_eq!(seqs(&store, 610, 700, true), vec![613, 612, 611, 610]);
+    assert!(seqs(&store, 614, 700, false).is_empty());
+
+    // Only records wholly inside a range are named for deletion.
+    let keys = store.log_record_keys(LOG, 1, 12).unwrap();
+    assert_eq!(keys.len(), 3, "entry 1, entry 2 and the record of 3-12");
+    assert!(store.log_record_keys(LOG, 1, 11).unwrap().len() == 2);
+    let mut set = ChangeSet::new();
+    for key in keys {
+        set.delete(LOG, key);
+    }
+    store.commit_blocking(set).unwrap();
+    assert_eq!(
+        seqs(&store, 1, 20, false),
+        vec![13, 14, 15, 16, 17, 18, 19, 20]
+    );
+    drop(store);
+
+    // The head is the last entry of the last record, also after reopening.
+    let store = open_store(tmp.path());
+    assert_eq!(store.log_head(LOG).unwrap().seq, 613);
+    append_notes(&store, 2);
+    assert_eq!(seqs(&store, 612, u64::MAX, false), vec![612, 613, 614, 615]);
+    assert!(store.verify_all().failures.is_empty());
+}
+
 #[test]
 fn a_refused_log_entry_refuses_the_business_write_with_it() {
     let tmp = tempfile::tempdir().unwrap();
