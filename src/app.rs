@@ -122,10 +122,7 @@ pub async fn start(
     let (clock, random) = (Arc::clone(&deps.clock), Arc::clone(&deps.random));
     let audit_config = config.audit.clone();
     let (store, audit) = tokio::task::spawn_blocking(move || {
-        let store = Store::open(&options, &source, Arc::clone(&clock), Arc::clone(&random))?;
-        let audit = Audit::open(&store, clock, random.as_ref(), &audit_config)?;
-        audit.record_blocking(Event::new(Action::AuditStarted).by(Actor::system("startup")))?;
-        Ok::<_, StoreError>((store, audit))
+        open_store_and_trail(&options, &source, clock, &random, &audit_config)
     })
     .await
     .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
@@ -210,6 +207,32 @@ pub async fn start(
         certificate,
         webhook_keys,
     })
+}
+
+/// Opens the store and the audit trail, records the start and any migration not yet
+/// recorded (blocking).
+fn open_store_and_trail(
+    options: &StoreOptions,
+    source: &MasterKeySource,
+    clock: Arc<dyn crate::clock::Clock>,
+    random: &Arc<dyn crate::clock::Random>,
+    audit_config: &crate::config::AuditConfig,
+) -> Result<(Store, Audit), StoreError> {
+    let store = Store::open(options, source, Arc::clone(&clock), Arc::clone(random))?;
+    let audit = Audit::open(&store, clock, random.as_ref(), audit_config)?;
+    audit.record_blocking(Event::new(Action::AuditStarted).by(Actor::system("startup")))?;
+    if let Some((from, to)) = store.migration_note()? {
+        audit.record_blocking(
+            Event::new(Action::StoreMigrated)
+                .by(Actor::system("startup"))
+                .target("store", "schema")
+                .reason(format!(
+                    "schema {from} to {to}, after a backup into the data folder's backups/"
+                )),
+        )?;
+        store.clear_migration_note()?;
+    }
+    Ok((store, audit))
 }
 
 /// Staff accounts, with the password hasher and its limiter.

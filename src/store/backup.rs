@@ -1405,11 +1405,13 @@ mod tests {
         db.flush().unwrap();
         drop(db);
 
-        let steps = [Migration {
+        // A step to schema 1, then this binary's own steps.
+        let mut steps = vec![Migration {
             to: 1,
             name: "copy",
             apply: copy_all,
         }];
+        steps.extend_from_slice(super::super::migrate::MIGRATIONS);
         let store = open(&steps).unwrap();
         assert_eq!(store.get(THINGS, b"k").unwrap().unwrap().as_slice(), b"v");
         let backups: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("backups"))

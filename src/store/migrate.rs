@@ -20,7 +20,13 @@ pub struct Migration {
 }
 
 /// The migrations of this binary. Schema 1 is the first; each later version appends a step.
-pub const MIGRATIONS: &[Migration] = &[];
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    to: 2,
+    // Nothing stored changes: from schema 2 a log record may hold several entries (see
+    // `store::log`), which a binary of schema 1 would misread, so the version says so.
+    name: "audit records that hold several entries",
+    apply: copy_all,
+}];
 
 fn sibling(db_dir: &Path, suffix: &str) -> PathBuf {
     let mut name = db_dir.file_name().unwrap_or_default().to_os_string();
@@ -103,8 +109,21 @@ fn run_step(db_dir: &Path, from: u32, step: &Migration, cache_mib: u64) -> Resul
         let old = open_sled(db_dir, cache_mib)?;
         let new = open_sled(&migrating, cache_mib)?;
         (step.apply)(&old, &new).map_err(failed)?;
-        new.open_tree("meta")?
-            .insert(super::META_SCHEMA, &step.to.to_be_bytes())?;
+        let meta = new.open_tree("meta")?;
+        meta.insert(super::META_SCHEMA, &step.to.to_be_bytes())?;
+        // The note keeps the version the store had before the first step not yet recorded.
+        let first = old
+            .open_tree("meta")?
+            .get(super::META_MIGRATED)?
+            .and_then(|raw| {
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                text.split_once(' ')?.0.parse::<u32>().ok()
+            })
+            .unwrap_or(from);
+        meta.insert(
+            super::META_MIGRATED,
+            format!("{first} {}", step.to).as_bytes(),
+        )?;
         new.flush()?;
         Ok::<(), StoreError>(())
     })();

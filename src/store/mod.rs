@@ -56,9 +56,11 @@ pub type LogEntries<'a> =
     Box<dyn Iterator<Item = Result<(u64, Zeroizing<Vec<u8>>), StoreError>> + 'a>;
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META_SCHEMA: &[u8] = b"schema_version";
+/// Set by a migration to "FROM TO" (schema versions), until the audit trail has recorded it.
+const META_MIGRATED: &[u8] = b"migrated";
 const META_CREATED: &[u8] = b"created_at";
 
 /// A named table: a key prefix inside the `data` tree, bound into every sealed value.
@@ -829,6 +831,26 @@ impl Store {
             }
         }
         Ok(keys)
+    }
+
+    /// The schema versions of the last migration, `(from, to)`, until
+    /// [`Store::clear_migration_note`]: `serve` records it in the audit trail at start, also
+    /// when another command ran the migration.
+    pub fn migration_note(&self) -> Result<Option<(u32, u32)>, StoreError> {
+        let meta = self.shared().db.open_tree("meta")?;
+        Ok(meta.get(META_MIGRATED)?.and_then(|raw| {
+            let text = std::str::from_utf8(&raw).ok()?;
+            let (from, to) = text.split_once(' ')?;
+            Some((from.parse().ok()?, to.parse().ok()?))
+        }))
+    }
+
+    /// Forgets the migration note once it is recorded.
+    pub fn clear_migration_note(&self) -> Result<(), StoreError> {
+        let meta = self.shared().db.open_tree("meta")?;
+        meta.remove(META_MIGRATED)?;
+        self.shared().db.flush()?;
+        Ok(())
     }
 
     /// Number of records in `table`.

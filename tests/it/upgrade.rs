@@ -16,7 +16,7 @@ use clientele::crm::Customers;
 use crate::support::{clientele, open_store};
 
 /// Schema versions released so far, with their fixture.
-const FIXTURES: &[(u32, &str)] = &[(1, "schema-1.tar.gz")];
+const FIXTURES: &[(u32, &str)] = &[(1, "schema-1.tar.gz"), (2, "schema-2.tar.gz")];
 
 fn unpack(fixture: &str, into: &Path) -> std::path::PathBuf {
     let archive = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -59,8 +59,31 @@ fn stores_of_every_released_schema_open_and_keep_their_data() {
             report.contains("all 28 records open"),
             "schema {version}: {report}"
         );
+        // A store of an older schema was backed up before it was migrated.
+        let backups: Vec<String> = std::fs::read_dir(data.join("backups"))
+            .map(|dir| {
+                dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let expected = format!("pre-migration-schema{version}-");
+        assert_eq!(
+            backups.iter().any(|name| name.starts_with(&expected)),
+            *version < clientele::store::SCHEMA_VERSION,
+            "schema {version}: backups {backups:?}"
+        );
 
         let store = open_store(&data);
+        let note = store.migration_note().unwrap();
+        if *version < clientele::store::SCHEMA_VERSION {
+            assert_eq!(
+                note,
+                Some((*version, clientele::store::SCHEMA_VERSION)),
+                "the next start records the migration"
+            );
+        } else {
+            assert_eq!(note, None, "schema {version}");
+        }
         let verified = store.verify_all();
         assert!(
             verified.failures.is_empty(),
@@ -88,4 +111,37 @@ fn stores_of_every_released_schema_open_and_keep_their_data() {
             );
         }
     }
+}
+
+#[test]
+fn the_first_start_after_a_migration_records_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (oldest, fixture) = FIXTURES[0];
+    let data = unpack(fixture, tmp.path());
+    let migrated = |round: u32| {
+        let server = crate::support::spawn_server({
+            let mut cmd = clientele(&data);
+            cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+            cmd
+        });
+        drop(server);
+        let out = tmp.path().join(format!("trail-{round}.jsonl"));
+        let status = clientele(&data)
+            .args(["audit", "export", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{status:?}");
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains("\"store.migrated\""))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let first = migrated(1);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let expected = format!("schema {oldest} to {}", clientele::store::SCHEMA_VERSION);
+    assert!(first[0].contains(&expected), "{}", first[0]);
+    assert_eq!(migrated(2), first, "a later start records nothing new");
 }
