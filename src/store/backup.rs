@@ -922,25 +922,57 @@ fn staged(final_path: &Path, data_dir: &Path, staging: &Path) -> Option<PathBuf>
         .map(|rel| staging.join(rel))
 }
 
-/// Data records per chunk handed to an inserter.
-const CHUNK: usize = 4096;
+/// Bytes of data records per chunk handed to an inserter. Large chunks keep the two inserters
+/// far apart in the key space, so they rarely split the same sled index node at once (a clash
+/// makes one of them redo its insert); three chunks at most are held at a time.
+const CHUNK_BYTES: usize = 16 << 20;
+
+/// Data records of a chunk, keys and values side by side in one buffer (one allocation per
+/// chunk rather than two per record).
+#[derive(Debug, Default)]
+struct Chunk {
+    bytes: Vec<u8>,
+    /// Per record: where its key ends and where its value ends in `bytes`.
+    ends: Vec<(usize, usize)>,
+}
+
+impl Chunk {
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        let key_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.ends.push((key_end, self.bytes.len()));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn insert_into(&self, data: &sled::Tree) -> Result<(), sled::Error> {
+        let mut start = 0;
+        for &(key_end, end) in &self.ends {
+            let (key, value) = (&self.bytes[start..key_end], &self.bytes[key_end..end]);
+            data.insert(key, value)?;
+            start = end;
+        }
+        Ok(())
+    }
+}
 
 /// A second thread inserting every other chunk of data records (sled takes concurrent writers).
 struct Helper {
-    send: std::sync::mpsc::SyncSender<Vec<(Vec<u8>, Vec<u8>)>>,
+    send: std::sync::mpsc::SyncSender<Chunk>,
     thread: std::thread::JoinHandle<Result<(), sled::Error>>,
 }
 
 impl Helper {
     fn start(data: sled::Tree) -> Result<Self, BackupError> {
-        let (send, receive) = std::sync::mpsc::sync_channel::<Vec<(Vec<u8>, Vec<u8>)>>(2);
+        let (send, receive) = std::sync::mpsc::sync_channel::<Chunk>(1);
         let thread = std::thread::Builder::new()
             .name("restore-insert".into())
             .spawn(move || {
                 for chunk in receive {
-                    for (key, value) in chunk {
-                        data.insert(key, value)?;
-                    }
+                    chunk.insert_into(&data)?;
                 }
                 Ok(())
             })
@@ -967,7 +999,7 @@ struct Restorer<'a> {
     db: Option<(sled::Db, sled::Tree, sled::Tree)>,
     meta_batch: sled::Batch,
     /// Data records waiting to be inserted, in chunks shared with a second inserter.
-    chunk: Vec<(Vec<u8>, Vec<u8>)>,
+    chunk: Chunk,
     chunks: u64,
     helper: Option<Helper>,
     keystore: Option<Vec<u8>>,
@@ -984,8 +1016,8 @@ impl Restorer<'_> {
             // Data records have distinct keys, so two threads insert them in any order; the
             // staging folder is thrown away whole if anything fails.
             Item::Data(key, value) => {
-                self.chunk.push((key.to_vec(), value.to_vec()));
-                if self.chunk.len() >= CHUNK {
+                self.chunk.push(key, value);
+                if self.chunk.bytes.len() >= CHUNK_BYTES {
                     self.insert_chunk()?;
                 }
                 self.records += 1;
@@ -1024,21 +1056,14 @@ impl Restorer<'_> {
             // The helper stopped: its error comes out of the join.
             return self.join_helper();
         }
-        let data = self.data()?;
-        for (key, value) in chunk {
-            data.insert(key, value)?;
-        }
+        chunk.insert_into(self.data()?)?;
         Ok(())
     }
 
     /// Inserts what is pending and waits for the helper to finish its chunks.
     fn join_helper(&mut self) -> Result<(), BackupError> {
         if !self.chunk.is_empty() {
-            let chunk = std::mem::take(&mut self.chunk);
-            let data = self.data()?;
-            for (key, value) in chunk {
-                data.insert(key, value)?;
-            }
+            std::mem::take(&mut self.chunk).insert_into(self.data()?)?;
         }
         match self.helper.take() {
             Some(helper) => helper.join(),
@@ -1085,13 +1110,12 @@ impl Restorer<'_> {
         let keycheck_path = super::keycheck_path(&self.db_dir);
         files::write_atomic(&keycheck_path, header.keycheck.as_bytes(), 0o600)
             .map_err(io_at(&keycheck_path))?;
-        // The new database is written once, in key order, by this process alone: a larger
-        // cache and sled's throughput mode make that about twice as fast; the mode is not
-        // stored, so the served store opens with its usual settings.
+        // The new database is written once, in key order, by this process alone, with a
+        // larger cache than the served store's. (sled 0.34 reads no `Mode`, so none is set;
+        // the cache size is not stored.)
         let db = sled::Config::new()
             .path(&self.db_dir)
             .cache_capacity(self.plan.options.cache_mib.max(256) * 1024 * 1024)
-            .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
             .open()?;
         let (meta, data) = (db.open_tree("meta")?, db.open_tree("data")?);
@@ -1147,7 +1171,7 @@ fn restore_into(
         master: None,
         db: None,
         meta_batch: sled::Batch::default(),
-        chunk: Vec::with_capacity(CHUNK),
+        chunk: Chunk::default(),
         chunks: 0,
         helper: None,
         keystore: None,
