@@ -58,7 +58,7 @@ pub type LogEntries<'a> =
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = 2;
 
-const META_SCHEMA: &[u8] = b"schema_version";
+pub(crate) const META_SCHEMA: &[u8] = b"schema_version";
 /// Set by a migration to "FROM TO" (schema versions), until the audit trail has recorded it.
 const META_MIGRATED: &[u8] = b"migrated";
 const META_CREATED: &[u8] = b"created_at";

@@ -1,10 +1,11 @@
 //! `clientele bench backup`: backup, verification and restore throughput on N records.
 //!
-//! Fills an encrypted store with N records of about `value_bytes` bytes (sealed under the
-//! data key, as customer profiles are), then times, on the same open store, a backup streamed
-//! to a file (`Store::backup`, as the server does), a verification of that file (every digest
-//! and the signature), and a restore of it into a new folder (checked, written, synced and
-//! renamed into place). Throughput is the backup file's size over the elapsed time.
+//! Fills an encrypted store with N synthetic records of `value_bytes` random bytes (sealed
+//! under the data key, as customer profiles are; not demo customers), then times, on the same
+//! open store, a backup streamed to a file (`Store::backup`, as the server does), a
+//! verification of that file (every digest and the signature), and a restore of it into a new
+//! folder (checked, written, synced and renamed into place). Throughput is the backup file's
+//! size over the elapsed time.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -59,7 +60,10 @@ fn failed(what: &str) -> impl FnOnce(backup::BackupError) -> CliError + '_ {
     move |err| CliError::Other(format!("{what}: {err}"))
 }
 
-fn options_for(data_dir: &Path, cache_mib: u64) -> (StoreOptions, MasterKeySource, Config) {
+pub(super) fn options_for(
+    data_dir: &Path,
+    cache_mib: u64,
+) -> (StoreOptions, MasterKeySource, Config) {
     let config = Config {
         data_dir: data_dir.to_path_buf(),
         ..Config::default()
@@ -70,16 +74,22 @@ fn options_for(data_dir: &Path, cache_mib: u64) -> (StoreOptions, MasterKeySourc
     (options, source, config)
 }
 
-/// Fills the store with `records` values, 1000 per change set.
-fn fill(store: &Store, args: &BackupBenchArgs, random: &dyn Random) -> Result<(), CliError> {
-    let len = args.value_bytes as usize;
+/// Fills the store with `records` synthetic values of `value_bytes` random bytes (sealed under
+/// the data key on commit, as customer profiles are), 1000 per change set.
+pub(super) fn fill(
+    store: &Store,
+    records: u64,
+    value_bytes: u64,
+    random: &dyn Random,
+) -> Result<(), CliError> {
+    let len = value_bytes as usize;
     let mut pool = vec![0u8; (1 << 20) + len];
     random
         .fill(&mut pool)
         .map_err(|e| CliError::Other(format!("cannot make benchmark values: {e}")))?;
     let span = (pool.len() - len) as u64;
     let mut set = ChangeSet::new();
-    for i in 0..args.records {
+    for i in 0..records {
         let start = (i.wrapping_mul(7919) % span) as usize;
         set.put(
             RECORDS,
@@ -109,7 +119,7 @@ pub(super) fn bench_backup(args: &BackupBenchArgs) -> Result<ExitCode, CliError>
     Store::init(&options, &source, &SystemClock, random.as_ref())?;
     let store = Store::open(&options, &source, Arc::new(SystemClock), random.clone())?;
     progress(&format!("writing {} records", args.records));
-    fill(&store, args, random.as_ref())?;
+    fill(&store, args.records, args.value_bytes, random.as_ref())?;
     let key = crate::audit::load_signing_key(&store, random.as_ref())?;
 
     progress("backing up");
@@ -157,7 +167,8 @@ pub(super) fn bench_backup(args: &BackupBenchArgs) -> Result<ExitCode, CliError>
 
 fn report(args: &BackupBenchArgs, backed_up: &Step, verify: &Step, restore: &Step, records: u64) {
     println!(
-        "Backup and restore, {} records of {} bytes ({} MB backup file)",
+        "Backup and restore, {} synthetic records of {} random bytes sealed as customer \
+         profiles are ({} MB backup file)",
         args.records,
         args.value_bytes,
         round3(backed_up.bytes as f64 / 1_000_000.0)
@@ -187,6 +198,7 @@ fn report(args: &BackupBenchArgs, backed_up: &Step, verify: &Step, restore: &Ste
         serde_json::json!({
             "bench": "backup",
             "records": args.records,
+            "records_kind": "synthetic",
             "restored_records": records,
             "value_bytes": args.value_bytes,
             "file_bytes": backed_up.bytes,

@@ -3,6 +3,8 @@
 //! - `bench store` ([`store`]) puts the encrypted store next to raw sled on the same machine,
 //!   then measures start-up and idle memory of `clientele serve` ([`startup`]).
 //! - `bench backup` ([`backup`]) times a backup, its verification and a restore in MB/s.
+//! - `bench upgrade` ([`upgrade`]) times a schema upgrade at start: its backup and a step
+//!   rewriting every record.
 //! - `bench customers` ([`customers`]) imports the demo population and measures the search
 //!   index, searches, the customer page and the server's memory at that size.
 //! - `bench web` ([`web`]) loads a started server over HTTPS: a static file against a signed-in
@@ -28,6 +30,7 @@ mod ingest;
 mod startup;
 mod store;
 mod sync;
+mod upgrade;
 mod web;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -60,6 +63,9 @@ pub enum BenchCommand {
     Ingest(ingest::IngestBenchArgs),
     /// Backup, verification and restore throughput (MB/s) on N records
     Backup(backup::BackupBenchArgs),
+    /// Schema upgrade at start on N records: the automatic backup, then a step rewriting every
+    /// record (the cost of a full rewrite migration)
+    Upgrade(upgrade::UpgradeBenchArgs),
     /// Customers at size: CSV import rate against raw sled, search index build, search and
     /// customer-page latency, resident memory of the server
     Customers(customers::CustomersBenchArgs),
@@ -77,6 +83,7 @@ pub fn run(command: &BenchCommand) -> Result<ExitCode, CliError> {
         BenchCommand::Audit(args) => audit::bench_audit(args),
         BenchCommand::Ingest(args) => ingest::bench_ingest(args),
         BenchCommand::Backup(args) => backup::bench_backup(args),
+        BenchCommand::Upgrade(args) => upgrade::bench_upgrade(args),
         BenchCommand::Customers(args) => customers::bench_customers(args),
         BenchCommand::Sync(args) => sync::bench_sync(args),
         BenchCommand::Availability(args) => availability::bench_availability(args),
