@@ -924,8 +924,9 @@ fn staged(final_path: &Path, data_dir: &Path, staging: &Path) -> Option<PathBuf>
 
 /// Bytes of data records per chunk handed to an inserter. Large chunks keep the two inserters
 /// far apart in the key space, so they rarely split the same sled index node at once (a clash
-/// makes one of them redo its insert); three chunks at most are held at a time.
-const CHUNK_BYTES: usize = 16 << 20;
+/// makes one of them redo its insert); three chunks at most are held at a time. Unit tests use
+/// small chunks so that both inserters run.
+const CHUNK_BYTES: usize = if cfg!(test) { 4096 } else { 16 << 20 };
 
 /// Data records of a chunk, keys and values side by side in one buffer (one allocation per
 /// chunk rather than two per record).
@@ -1389,6 +1390,64 @@ mod tests {
     use crate::store::{ChangeSet, StoreOptions, Table};
 
     const THINGS: Table = Table::new("things");
+
+    #[test]
+    fn a_restore_over_many_chunks_brings_back_every_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (source_dir, target_dir) = (tmp.path().join("source"), tmp.path().join("target"));
+        let config = |dir: &Path| crate::config::Config {
+            data_dir: dir.to_owned(),
+            ..crate::config::Config::default()
+        };
+        let mut options = StoreOptions::from_config(&config(&source_dir));
+        options.cache_mib = 8;
+        let source = MasterKeySource::File(config(&source_dir).master_key_file());
+        Store::init(&options, &source, &SystemClock, &SystemRandom::new()).unwrap();
+        let store = Store::open(
+            &options,
+            &source,
+            Arc::new(SystemClock),
+            Arc::new(SystemRandom::new()),
+        )
+        .unwrap();
+        // About 100 chunks of 4 KiB, so both inserters take many.
+        let mut set = ChangeSet::new();
+        for i in 0u32..1200 {
+            set.put(THINGS, i.to_be_bytes().to_vec(), vec![(i % 251) as u8; 300]);
+        }
+        store.commit_blocking(set).unwrap();
+        let signer =
+            SeedSigner(ring::signature::Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap());
+        let mut file = Vec::new();
+        store.backup(&mut file, &signer).unwrap();
+        drop(store);
+
+        let mut target = StoreOptions::from_config(&config(&target_dir));
+        target.cache_mib = 8;
+        let plan = RestorePlan {
+            options: &target,
+            source: &source,
+            current_ledger: None,
+            install_key_file: None,
+            expected_key: Some(&signer.public_key()),
+        };
+        let report = restore(file.as_slice(), &plan, &SystemRandom::new()).unwrap();
+        assert!(report.records >= 1200, "{}", report.records);
+
+        let raw = |dir: &Path| {
+            let db = super::super::open_sled(dir, 8).unwrap();
+            let data = db.open_tree("data").unwrap();
+            data.iter()
+                .map(|entry| {
+                    let (key, value) = entry.unwrap();
+                    (key.to_vec(), value.to_vec())
+                })
+                .collect::<Vec<_>>()
+        };
+        let (before, after) = (raw(&options.db_dir), raw(&target.db_dir));
+        assert!(before.len() >= 1200);
+        assert_eq!(before, after);
+    }
 
     #[test]
     fn a_pending_migration_is_preceded_by_a_backup() {
