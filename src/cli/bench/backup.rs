@@ -24,23 +24,24 @@ use crate::store::{ChangeSet, MasterKeySource, Store, StoreOptions, Table};
 const TARGET_MB_S: f64 = 50.0;
 const RECORDS: Table = Table::new("bench_customers");
 
+/// Sizes of the backup benchmark, and of the upgrade benchmark (the same synthetic store).
 #[derive(Debug, Args)]
 pub struct BackupBenchArgs {
     /// Records in the store
-    #[arg(long, value_name = "N", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
-    records: u64,
+    #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) records: u64,
 
     /// Size of each record before sealing, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=65536))]
-    value_bytes: u64,
+    pub(super) value_bytes: u64,
 
     /// Page cache of the store, in MiB (the `store.cache_mib` default is 64)
     #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
-    cache_mib: u64,
+    pub(super) cache_mib: u64,
 
     /// Parent folder of the benchmark's work folder [default: the system temporary folder]
     #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
+    pub(super) dir: Option<PathBuf>,
 }
 
 /// One timed step.
@@ -107,20 +108,47 @@ pub(super) fn fill(
     Ok(())
 }
 
+/// A new store in `data_dir` filled with `records` synthetic records, with its audit signing
+/// key (backups are signed with it).
+pub(super) fn filled_store(
+    data_dir: &Path,
+    cache_mib: u64,
+    records: u64,
+    value_bytes: u64,
+    random: &Arc<SystemRandom>,
+) -> Result<
+    (
+        Store,
+        StoreOptions,
+        MasterKeySource,
+        crate::audit::SigningKey,
+    ),
+    CliError,
+> {
+    let (options, source, _) = options_for(data_dir, cache_mib);
+    crate::store::files::create_private_dir(data_dir, 0o700)
+        .map_err(|e| CliError::Other(format!("cannot create {}: {e}", data_dir.display())))?;
+    Store::init(&options, &source, &SystemClock, random.as_ref())?;
+    let store = Store::open(&options, &source, Arc::new(SystemClock), random.clone())?;
+    progress(&format!("writing {records} records"));
+    fill(&store, records, value_bytes, random.as_ref())?;
+    let key = crate::audit::load_signing_key(&store, random.as_ref())?;
+    Ok((store, options, source, key))
+}
+
 pub(super) fn bench_backup(args: &BackupBenchArgs) -> Result<ExitCode, CliError> {
     let random = Arc::new(SystemRandom::new());
     let work = WorkDir::create(args.dir.as_deref(), random.as_ref())?;
     progress(&format!("working in {}", work.path.display()));
 
     let source_dir = work.path.join("source");
-    let (options, source, _) = options_for(&source_dir, args.cache_mib);
-    crate::store::files::create_private_dir(&source_dir, 0o700)
-        .map_err(|e| CliError::Other(format!("cannot create {}: {e}", source_dir.display())))?;
-    Store::init(&options, &source, &SystemClock, random.as_ref())?;
-    let store = Store::open(&options, &source, Arc::new(SystemClock), random.clone())?;
-    progress(&format!("writing {} records", args.records));
-    fill(&store, args.records, args.value_bytes, random.as_ref())?;
-    let key = crate::audit::load_signing_key(&store, random.as_ref())?;
+    let (store, options, source, key) = filled_store(
+        &source_dir,
+        args.cache_mib,
+        args.records,
+        args.value_bytes,
+        &random,
+    )?;
 
     progress("backing up");
     let file = work.path.join("bench.clbk");

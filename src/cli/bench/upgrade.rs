@@ -12,37 +12,18 @@
 //! everything before the copy (the key check and the backup, synced), the copy, and the swap
 //! and re-open after it.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use clap::Args;
-
-use super::backup::{fill, options_for};
+use super::backup::filled_store;
 use super::{CliError, WorkDir, print_row, progress, round3};
 use crate::clock::{SystemClock, SystemRandom};
 use crate::store::migrate::{Migration, copy_all};
 use crate::store::{Store, StoreError};
 
-#[derive(Debug, Args)]
-pub struct UpgradeBenchArgs {
-    /// Records in the store
-    #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
-    records: u64,
-
-    /// Size of each record before sealing, in bytes
-    #[arg(long, value_name = "BYTES", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=65536))]
-    value_bytes: u64,
-
-    /// Page cache of the store, in MiB (the `store.cache_mib` default is 64)
-    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
-    cache_mib: u64,
-
-    /// Parent folder of the benchmark's work folder [default: the system temporary folder]
-    #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
-}
+/// The upgrade benchmark's sizes: those of the backup benchmark's synthetic store.
+pub type UpgradeBenchArgs = super::backup::BackupBenchArgs;
 
 /// When the benchmark's migration step started and ended its copy (a step is a plain `fn`, so
 /// it reports through a static; one upgrade runs per process).
@@ -112,15 +93,14 @@ pub(super) fn bench_upgrade(args: &UpgradeBenchArgs) -> Result<ExitCode, CliErro
     progress(&format!("working in {}", work.path.display()));
 
     let data_dir = work.path.join("data");
-    let (options, source, _) = options_for(&data_dir, args.cache_mib);
-    crate::store::files::create_private_dir(&data_dir, 0o700)
-        .map_err(|e| CliError::Other(format!("cannot create {}: {e}", data_dir.display())))?;
-    Store::init(&options, &source, &SystemClock, random.as_ref())?;
-    let store = Store::open(&options, &source, Arc::new(SystemClock), random.clone())?;
-    progress(&format!("writing {} records", args.records));
-    fill(&store, args.records, args.value_bytes, random.as_ref())?;
-    // The pre-migration backup is signed with the audit signing key: make sure there is one.
-    crate::audit::load_signing_key(&store, random.as_ref())?;
+    // The pre-migration backup is signed with the audit signing key, which this makes.
+    let (store, options, source, _) = filled_store(
+        &data_dir,
+        args.cache_mib,
+        args.records,
+        args.value_bytes,
+        &random,
+    )?;
     drop(store);
 
     // Make the store look one schema behind, so opening it runs the upgrade.
