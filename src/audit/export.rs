@@ -351,10 +351,7 @@ fn entry_time(audit: &Audit, seq: u64, limit: u64) -> Result<jiff::Timestamp, St
 
 /// The oldest entry still kept (retention drops the oldest).
 pub(crate) fn first_seq(audit: &Audit) -> Result<Option<u64>, StoreError> {
-    match audit.store().log_entries(AUDIT, 0, u64::MAX, false).next() {
-        Some(item) => Ok(Some(item?.0)),
-        None => Ok(None),
-    }
+    audit.store().log_first_seq(AUDIT)
 }
 
 /// Writes the selected entries in `format` to `out`, calling `progress(done, total)` now and

@@ -430,14 +430,7 @@ impl AuditIndex {
 
     /// Drops rows of entries retention has removed from the store.
     fn drop_pruned(&self, first_indexed: u64) -> Result<(), StoreError> {
-        let first_stored = self
-            .inner
-            .audit
-            .store()
-            .log_entries(AUDIT, 0, u64::MAX, false)
-            .next()
-            .transpose()?
-            .map_or(u64::MAX, |(seq, _)| seq);
+        let first_stored = super::export::first_seq(&self.inner.audit)?.unwrap_or(u64::MAX);
         if first_stored <= first_indexed {
             return Ok(());
         }

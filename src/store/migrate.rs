@@ -112,14 +112,8 @@ fn run_step(db_dir: &Path, from: u32, step: &Migration, cache_mib: u64) -> Resul
         let meta = new.open_tree("meta")?;
         meta.insert(super::META_SCHEMA, &step.to.to_be_bytes())?;
         // The note keeps the version the store had before the first step not yet recorded.
-        let first = old
-            .open_tree("meta")?
-            .get(super::META_MIGRATED)?
-            .and_then(|raw| {
-                let text = String::from_utf8_lossy(&raw).into_owned();
-                text.split_once(' ')?.0.parse::<u32>().ok()
-            })
-            .unwrap_or(from);
+        let first =
+            super::migration_note(&old.open_tree("meta")?)?.map_or(from, |(first, _)| first);
         meta.insert(
             super::META_MIGRATED,
             format!("{first} {}", step.to).as_bytes(),

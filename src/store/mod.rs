@@ -812,6 +812,21 @@ impl Store {
             .map(|record| record.map_err(StoreError::from))
     }
 
+    /// The sequence number of the oldest entry kept in a log, read from its record's key
+    /// (nothing is opened); `None` for an empty log.
+    pub fn log_first_seq(&self, log: Table) -> Result<Option<u64>, StoreError> {
+        let prefix = log.prefix();
+        match self.shared().data.scan_prefix(&prefix).next() {
+            Some(record) => {
+                let (key, _) = record?;
+                log::span(&key[prefix.len()..])
+                    .map(|(first, _)| Some(first))
+                    .ok_or_else(|| StoreError::Decode(format!("{}: bad sequence key", log.name())))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The key suffixes (after the table's prefix) of the log records whose entries all lie
     /// in `from..=to`: what deleting those entries deletes. A record reaching outside the
     /// range is kept whole.
@@ -837,12 +852,7 @@ impl Store {
     /// [`Store::clear_migration_note`]: `serve` records it in the audit trail at start, also
     /// when another command ran the migration.
     pub fn migration_note(&self) -> Result<Option<(u32, u32)>, StoreError> {
-        let meta = self.shared().db.open_tree("meta")?;
-        Ok(meta.get(META_MIGRATED)?.and_then(|raw| {
-            let text = std::str::from_utf8(&raw).ok()?;
-            let (from, to) = text.split_once(' ')?;
-            Some((from.parse().ok()?, to.parse().ok()?))
-        }))
+        migration_note(&self.shared().db.open_tree("meta")?)
     }
 
     /// Forgets the migration note once it is recorded.
@@ -1095,6 +1105,15 @@ impl KeyCheck {
 pub const AUDIT_KEYS: Table = Table::new("audit_keys");
 /// The key of the audit signing seed in [`AUDIT_KEYS`].
 pub const AUDIT_SIGNING_SEED: &[u8] = b"signing";
+
+/// The note a migration leaves in `meta`: the schema versions `(from, to)`.
+fn migration_note(meta: &sled::Tree) -> Result<Option<(u32, u32)>, StoreError> {
+    Ok(meta.get(META_MIGRATED)?.and_then(|raw| {
+        let text = std::str::from_utf8(&raw).ok()?;
+        let (from, to) = text.split_once(' ')?;
+        Some((from.parse().ok()?, to.parse().ok()?))
+    }))
+}
 
 fn schema_version(meta: &sled::Tree, path: &Path) -> Result<u32, StoreError> {
     let raw = meta

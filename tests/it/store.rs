@@ -552,6 +552,8 @@ fn entries_written_together_share_a_record_and_read_back_by_any_range() {
     assert_eq!(seqs(&store, 610, 700, true), vec![613, 612, 611, 610]);
     assert!(seqs(&store, 614, 700, false).is_empty());
 
+    assert_eq!(store.log_first_seq(LOG).unwrap(), Some(1));
+
     // Only records wholly inside a range are named for deletion.
     let keys = store.log_record_keys(LOG, 1, 12).unwrap();
     assert_eq!(keys.len(), 3, "entry 1, entry 2 and the record of 3-12");
@@ -565,6 +567,7 @@ fn entries_written_together_share_a_record_and_read_back_by_any_range() {
         seqs(&store, 1, 20, false),
         vec![13, 14, 15, 16, 17, 18, 19, 20]
     );
+    assert_eq!(store.log_first_seq(LOG).unwrap(), Some(13));
     drop(store);
 
     // The head is the last entry of the last record, also after reopening.
