@@ -280,19 +280,6 @@ impl Shared {
         Ok(head)
     }
 
-    /// Opens one record of a log: its entries as sequence number and full log value.
-    fn open_log_record(
-        &self,
-        log: Table,
-        store_key: &[u8],
-        raw: &[u8],
-    ) -> Result<log::Entries, StoreError> {
-        let suffix = store_key.get(log.prefix().len()..).unwrap_or_default();
-        let plain = Zeroizing::new(self.open_raw(store_key, raw)?);
-        log::unpack(suffix, &plain)
-            .map_err(|reason| StoreError::Decode(format!("{}: {reason}", log.name())))
-    }
-
     fn wake_rewriter(&self) {
         if let Some(tx) = lock(&self.rewriter).as_ref() {
             let _ = tx.send(());
@@ -749,103 +736,6 @@ impl Store {
     /// The newest entry of a hash-chained log (sequence 0 when it is empty).
     pub fn log_head(&self, log: Table) -> Result<LogHead, StoreError> {
         self.shared().log_head(log)
-    }
-
-    /// Entries of a hash-chained log with sequence numbers in `from..=to`, oldest first (or
-    /// newest first when `reverse`), as stored by [`Chained::finish`].
-    #[must_use]
-    pub fn log_entries(&self, log: Table, from: u64, to: u64, reverse: bool) -> LogEntries<'_> {
-        let records = self.log_records(log, from, to);
-        let open = move |record: Result<(sled::IVec, sled::IVec), StoreError>| {
-            let opened = record
-                .and_then(|(store_key, raw)| self.shared().open_log_record(log, &store_key, &raw));
-            let entries: Vec<_> = match opened {
-                Ok(mut entries) => {
-                    entries.retain(|(seq, _)| (from..=to).contains(seq));
-                    if reverse {
-                        entries.reverse();
-                    }
-                    entries
-                        .into_iter()
-                        .map(|(seq, mut value)| {
-                            value.drain(..log::LOG_PREFIX_LEN);
-                            Ok((seq, value))
-                        })
-                        .collect()
-                }
-                Err(err) => vec![Err(err)],
-            };
-            entries
-        };
-        if reverse {
-            Box::new(records.rev().flat_map(open))
-        } else {
-            Box::new(records.flat_map(open))
-        }
-    }
-
-    /// The records of a log holding any entry in `from..=to`, in key order: the records that
-    /// start in the range, after the one before it when that one reaches into it.
-    fn log_records(
-        &self,
-        log: Table,
-        from: u64,
-        to: u64,
-    ) -> impl DoubleEndedIterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + '_ {
-        let prefix = log.prefix();
-        let start = log.store_key(&from.to_be_bytes());
-        let mut end = log.store_key(&to.to_be_bytes());
-        end.extend_from_slice(&[0xFF; 4]);
-        let data = &self.shared().data;
-        let before = data
-            .range(prefix.clone()..start.clone())
-            .next_back()
-            .and_then(|record| match record {
-                Ok((key, raw)) => log::span(&key[prefix.len()..])
-                    .is_none_or(|(_, last)| last >= from)
-                    .then_some(Ok((key, raw))),
-                Err(err) => Some(Err(err)),
-            });
-        before
-            .into_iter()
-            .chain(data.range(start..=end))
-            .map(|record| record.map_err(StoreError::from))
-    }
-
-    /// The sequence number of the oldest entry kept in a log, read from its record's key
-    /// (nothing is opened); `None` for an empty log.
-    pub fn log_first_seq(&self, log: Table) -> Result<Option<u64>, StoreError> {
-        let prefix = log.prefix();
-        match self.shared().data.scan_prefix(&prefix).next() {
-            Some(record) => {
-                let (key, _) = record?;
-                log::span(&key[prefix.len()..])
-                    .map(|(first, _)| Some(first))
-                    .ok_or_else(|| StoreError::Decode(format!("{}: bad sequence key", log.name())))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// The key suffixes (after the table's prefix) of the log records whose entries all lie
-    /// in `from..=to`: what deleting those entries deletes. A record reaching outside the
-    /// range is kept whole.
-    pub fn log_record_keys(
-        &self,
-        log: Table,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let prefix_len = log.prefix().len();
-        let mut keys = Vec::new();
-        for record in self.log_records(log, from, to) {
-            let (key, _) = record?;
-            let suffix = &key[prefix_len..];
-            if log::span(suffix).is_some_and(|(first, last)| first >= from && last <= to) {
-                keys.push(suffix.to_vec());
-            }
-        }
-        Ok(keys)
     }
 
     /// The schema versions of the last migration, `(from, to)`, until
