@@ -1,8 +1,9 @@
 //! How the entries of a hash-chained log (the audit trail) are kept in the store.
 //!
 //! Each entry is stored as its hash, its time and its bytes ([`log_value`]). The committer
-//! writes the entries a group of change sets appended to one log as one sealed record, so a
-//! group of 64 audited writes costs 65 sled inserts, not 128:
+//! writes the entries a group of change sets appended to one log as few sealed records of at
+//! most [`MAX_RECORD_BYTES`] each, so a group of 64 audited writes costs about 70 sled inserts,
+//! not 128:
 //!
 //! ```text
 //! key suffix  8 bytes: the sequence number            one entry (also every older store)
@@ -26,6 +27,12 @@ pub(super) const LOG_PREFIX_LEN: usize = 32 + 16;
 
 /// Most entries sealed into one record; a bigger group writes several.
 const MAX_PER_RECORD: usize = 256;
+
+/// Most bytes of entries sealed into one record (a single bigger entry gets a record of its
+/// own). sled keeps up to 17 records in a leaf and writes a leaf bigger than a quarter of a
+/// segment (128 KiB of its 512 KiB) to a file of its own, created anew at every rewrite of the
+/// leaf; records of a few KiB keep the log's leaves in the shared log segments.
+const MAX_RECORD_BYTES: usize = 4 * 1024;
 
 pub(super) fn log_value(hash: &[u8; 32], time: jiff::Timestamp, bytes: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(LOG_PREFIX_LEN + bytes.len());
@@ -61,14 +68,20 @@ pub(super) fn pack(
 ) -> Result<super::commit::Staged, StoreError> {
     let mut ops = Vec::new();
     let mut run: Vec<StagedEntry> = Vec::new();
+    let mut run_bytes = 0;
     for entry in entries {
         let continues = run.last().is_some_and(|last| {
-            last.log == entry.log && last.seq + 1 == entry.seq && run.len() < MAX_PER_RECORD
+            last.log == entry.log
+                && last.seq + 1 == entry.seq
+                && run.len() < MAX_PER_RECORD
+                && run_bytes + 4 + entry.value.len() <= MAX_RECORD_BYTES
         });
         if !continues && !run.is_empty() {
             ops.push(seal_run(shared, &run)?);
             run.clear();
+            run_bytes = 0;
         }
+        run_bytes += 4 + entry.value.len();
         run.push(entry);
     }
     if !run.is_empty() {
