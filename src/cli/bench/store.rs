@@ -3,9 +3,12 @@
 //! writer against many writers sharing group commits), then start-up of `clientele serve` to a
 //! 200 on `/healthz` and its idle memory ([`super::startup`]).
 //!
-//! The insert comparison has a second, like-for-like line: raw sled written the way the committer
-//! writes (one atomic batch and one flush per change set), which separates the cost of the store
-//! from the cost of its durability.
+//! The insert comparison has two more raw lines: sled's own atomic batches (what makes a change
+//! set land whole) without a flush, and the like-for-like line, raw sled written the way the
+//! committer writes (one atomic batch and one flush per change set), which separates the cost of
+//! the store from the cost of atomic, durable change sets. The read comparison reads that
+//! like-for-like database too, since a tree written in atomic batches reads slower than one
+//! written key by key.
 //!
 //! Everything is written under a fresh work folder. The store is driven through its real API
 //! ([`Store::commit_blocking`], [`Store::commit`], [`Store::get`]).
@@ -113,8 +116,14 @@ pub(super) fn bench_store(args: &StoreBenchArgs) -> Result<ExitCode, CliError> {
     let raw = RawSled::open(&work.path.join("raw"), args.cache_mib)?;
     let store = open_store(&work.path.join("store"), args, random)?;
 
-    let insert = compare_inserts(&work.path, &raw, &store, &values, args)?;
-    let read = compare_reads(&raw, &store, &values, &mut rng, args.records)?;
+    let (insert, raw_batched) = compare_inserts(&work.path, &raw, &store, &values, args)?;
+    let read = compare_reads(
+        [&raw, &raw_batched],
+        &store,
+        &values,
+        &mut rng,
+        args.records,
+    )?;
     let disk = DiskUse {
         raw_bytes: raw
             .db
@@ -128,6 +137,7 @@ pub(super) fn bench_store(args: &StoreBenchArgs) -> Result<ExitCode, CliError> {
     progress("closing both databases");
     drop(store);
     drop(raw);
+    drop(raw_batched);
 
     let startup = measure_startups(
         &work.path,
@@ -245,6 +255,8 @@ fn open_store(
 #[derive(Debug)]
 struct InsertFigures {
     raw: Duration,
+    /// Raw sled in atomic batches of the change-set size, one flush at the end.
+    raw_atomic: Duration,
     /// Raw sled with the store's durability: one atomic batch and one flush per change set.
     raw_batched: Duration,
     encrypted: Duration,
@@ -254,6 +266,10 @@ struct InsertFigures {
 impl InsertFigures {
     fn raw_rate(&self) -> f64 {
         rate(self.records, self.raw)
+    }
+
+    fn raw_atomic_rate(&self) -> f64 {
+        rate(self.records, self.raw_atomic)
     }
 
     fn raw_batched_rate(&self) -> f64 {
@@ -280,7 +296,7 @@ fn compare_inserts(
     store: &Store,
     values: &ValuePool,
     args: &StoreBenchArgs,
-) -> Result<InsertFigures, CliError> {
+) -> Result<(InsertFigures, RawSled), CliError> {
     progress(&format!(
         "raw sled: inserting {} records, one flush at the end",
         args.records
@@ -296,7 +312,11 @@ fn compare_inserts(
         .map_err(sled_error("flush after the insert run"))?;
     let raw_time = start.elapsed();
 
-    let raw_batched = raw_batched_inserts(&work.join("raw-batched"), values, args)?;
+    let (raw_atomic, atomic_db) =
+        raw_batched_inserts(&work.join("raw-atomic"), values, args, false)?;
+    drop(atomic_db);
+    let (raw_batched, batched_db) =
+        raw_batched_inserts(&work.join("raw-batched"), values, args, true)?;
 
     progress(&format!(
         "encrypted store: inserting {} records in change sets of {}",
@@ -315,24 +335,34 @@ fn compare_inserts(
     }
     let encrypted_time = start.elapsed();
 
-    Ok(InsertFigures {
+    let figures = InsertFigures {
         raw: raw_time,
+        raw_atomic,
         raw_batched,
         encrypted: encrypted_time,
         records: args.records,
-    })
+    };
+    Ok((figures, batched_db))
 }
 
-/// Raw sled on a fresh database, written the way the committer writes: an atomic batch of
-/// `batch` records, then a flush, and the next batch only after it.
+/// Raw sled on a fresh database in atomic batches of `batch` records; with `flush_each`, written
+/// the way the committer writes: a batch, then a flush, and the next batch only after it.
+/// Returns the time and the database, still open.
 fn raw_batched_inserts(
     path: &Path,
     values: &ValuePool,
     args: &StoreBenchArgs,
-) -> Result<Duration, CliError> {
+    flush_each: bool,
+) -> Result<(Duration, RawSled), CliError> {
     progress(&format!(
-        "raw sled: inserting {} records in atomic batches of {}, flush after each",
-        args.records, args.batch
+        "raw sled: inserting {} records in atomic batches of {}, {}",
+        args.records,
+        args.batch,
+        if flush_each {
+            "flush after each"
+        } else {
+            "one flush at the end"
+        }
     ));
     let raw = RawSled::open(path, args.cache_mib)?;
     let start = Instant::now();
@@ -346,10 +376,13 @@ fn raw_batched_inserts(
         raw.tree
             .apply_batch(batch)
             .map_err(sled_error("batched insert run"))?;
-        raw.db.flush().map_err(sled_error("batched insert run"))?;
+        if flush_each {
+            raw.db.flush().map_err(sled_error("batched insert run"))?;
+        }
         next = end;
     }
-    Ok(start.elapsed())
+    raw.db.flush().map_err(sled_error("batched insert run"))?;
+    Ok((start.elapsed(), raw))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,12 +391,23 @@ fn raw_batched_inserts(
 #[derive(Debug)]
 struct ReadFigures {
     raw_rates: Vec<f64>,
+    /// Reads of the like-for-like database (written in atomic batches with a flush each).
+    raw_batched_rates: Vec<f64>,
     encrypted_rates: Vec<f64>,
 }
 
 impl ReadFigures {
     fn raw_rate(&self) -> f64 {
         median(&self.raw_rates)
+    }
+
+    fn raw_batched_rate(&self) -> f64 {
+        median(&self.raw_batched_rates)
+    }
+
+    /// Encrypted against raw sled written the way the store writes.
+    fn like_for_like_ratio(&self) -> f64 {
+        self.encrypted_rate() / self.raw_batched_rate()
     }
 
     fn encrypted_rate(&self) -> f64 {
@@ -376,7 +420,7 @@ impl ReadFigures {
 }
 
 fn compare_reads(
-    raw: &RawSled,
+    raws: [&RawSled; 2],
     store: &Store,
     values: &ValuePool,
     rng: &mut SplitMix,
@@ -385,25 +429,31 @@ fn compare_reads(
     let picks: Vec<u64> = (0..records).map(|_| rng.below(records)).collect();
     let mut figures = ReadFigures {
         raw_rates: Vec::with_capacity(READ_ROUNDS),
+        raw_batched_rates: Vec::with_capacity(READ_ROUNDS),
         encrypted_rates: Vec::with_capacity(READ_ROUNDS),
     };
 
-    // Alternating rounds, so neither side always reads from a cache the other has warmed.
+    // Alternating rounds, so no side always reads from a cache another has warmed.
     for round in 1..=READ_ROUNDS {
         progress(&format!(
             "reads, round {round} of {READ_ROUNDS}: {records} random keys in each store"
         ));
-        let start = Instant::now();
-        let mut wrong = 0u64;
-        for &i in &picks {
-            let found = raw
-                .tree
-                .get(record_key(i))
-                .map_err(sled_error("read run"))?;
-            wrong += u64::from(found.as_deref() != Some(values.value(i)));
+        for (raw, rates) in raws
+            .into_iter()
+            .zip([&mut figures.raw_rates, &mut figures.raw_batched_rates])
+        {
+            let start = Instant::now();
+            let mut wrong = 0u64;
+            for &i in &picks {
+                let found = raw
+                    .tree
+                    .get(record_key(i))
+                    .map_err(sled_error("read run"))?;
+                wrong += u64::from(found.as_deref() != Some(values.value(i)));
+            }
+            rates.push(rate(records, start.elapsed()));
+            check_reads("raw sled", wrong)?;
         }
-        figures.raw_rates.push(rate(records, start.elapsed()));
-        check_reads("raw sled", wrong)?;
 
         let start = Instant::now();
         let mut wrong = 0u64;
@@ -662,6 +712,14 @@ fn print_table(args: &StoreBenchArgs, report: &Report) {
         verdict(insert.ratio() >= TARGET_INSERT_RATIO),
     );
     print_row(
+        &format!("  raw atomic batches of {}", args.batch),
+        &per_second(insert.raw_atomic_rate()),
+        "",
+        "",
+        "",
+        "",
+    );
+    print_row(
         &format!("  raw batches of {} + flush each", args.batch),
         &per_second(insert.raw_batched_rate()),
         &per_second(insert.encrypted_rate()),
@@ -676,6 +734,14 @@ fn print_table(args: &StoreBenchArgs, report: &Report) {
         &format!("{:.2}", read.ratio()),
         ">= 0.80",
         verdict(read.ratio() >= TARGET_READ_RATIO),
+    );
+    print_row(
+        "  raw written as batches + flush",
+        &per_second(read.raw_batched_rate()),
+        &per_second(read.encrypted_rate()),
+        &format!("{:.2}", read.like_for_like_ratio()),
+        "",
+        "(like for like)",
     );
     print_row(
         &format!(
@@ -758,8 +824,10 @@ fn report_json(args: &StoreBenchArgs, report: &Report) -> serde_json::Value {
         "insert": {
             "raw_per_s": whole(insert.raw_rate()),
             "encrypted_per_s": whole(insert.encrypted_rate()),
+            "raw_atomic_per_s": whole(insert.raw_atomic_rate()),
             "raw_batched_per_s": whole(insert.raw_batched_rate()),
             "raw_seconds": round3(insert.raw.as_secs_f64()),
+            "raw_atomic_seconds": round3(insert.raw_atomic.as_secs_f64()),
             "raw_batched_seconds": round3(insert.raw_batched.as_secs_f64()),
             "encrypted_seconds": round3(insert.encrypted.as_secs_f64()),
             "ratio": round3(insert.ratio()),
@@ -770,8 +838,10 @@ fn report_json(args: &StoreBenchArgs, report: &Report) -> serde_json::Value {
         "read": {
             "rounds": READ_ROUNDS,
             "raw_per_s": whole(read.raw_rate()),
+            "raw_batched_per_s": whole(read.raw_batched_rate()),
             "encrypted_per_s": whole(read.encrypted_rate()),
             "ratio": round3(read.ratio()),
+            "like_for_like_ratio": round3(read.like_for_like_ratio()),
             "target_ratio": TARGET_READ_RATIO,
             "met": read.ratio() >= TARGET_READ_RATIO,
         },
