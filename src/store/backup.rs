@@ -966,7 +966,8 @@ impl Chunk {
 
 /// The thread inserting the chunks of data records, in order, while the reader parses and
 /// checks the next. One inserter, not two: on two cores, two threads inserting alternate chunks
-/// into sled went about 15% slower than one (`clientele bench backup`, 1M records).
+/// into sled were slower than one (a backup of 1M demo customers restored in 46.4 s with two,
+/// 37.8 s with one).
 struct Inserter {
     send: std::sync::mpsc::SyncSender<Chunk>,
     thread: std::thread::JoinHandle<Result<(), sled::Error>>,
@@ -1063,14 +1064,13 @@ impl Restorer<'_> {
 
     /// Inserts what is pending and waits for the inserter to finish its chunks.
     fn join_inserter(&mut self) -> Result<(), BackupError> {
-        let inserted = match self.inserter.take() {
-            Some(inserter) => inserter.join(),
-            None => Ok(()),
-        };
+        if let Some(inserter) = self.inserter.take() {
+            inserter.join()?;
+        }
         if !self.chunk.is_empty() {
             std::mem::take(&mut self.chunk).insert_into(self.data()?)?;
         }
-        inserted
+        Ok(())
     }
 
     fn data(&self) -> Result<&sled::Tree, BackupError> {
