@@ -70,8 +70,11 @@ pub const IMPORTS: Table = Table::new("customer_imports");
 /// Staged chunks: import id + chunk number → [`Manifest`] of the keys the chunk wrote.
 pub const IMPORT_STAGED: Table = Table::new("customer_import_staged");
 
-/// New customers per staged change set.
-pub const CHUNK: usize = 2_000;
+/// New customers per staged change set (about 1,300 store records). sled's atomic batches slow
+/// down as they grow: 250 customers a set imported 16% faster than 2,000 (`clientele bench
+/// customers --customers 200000`: 10.3k against 8.9k customers/s), and a tree written in
+/// batches of 10,000 records reads back at half the speed of one written in batches of 1,000.
+pub const CHUNK: usize = 250;
 
 /// Separator of several values in one cell (`a@example.com|b@example.com`).
 pub const LIST_SEPARATOR: char = '|';
