@@ -1,6 +1,7 @@
 //! The customer service as ingest paths use it: identity resolution, atomic creation,
 //! conflicts raised for review, and the search index kept current.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use clientele::audit::Actor;
@@ -187,4 +188,72 @@ async fn bad_fields_are_all_reported_and_identities_stay_unique() {
         customers.search("dan@example.com", 5).unwrap()[0].id,
         dan.id
     );
+}
+
+/// A letters-only name for row `n` (names refuse digits).
+fn letters(mut n: usize) -> String {
+    let mut name = String::from("Q");
+    for _ in 0..3 {
+        name.push(char::from(b'a' + (n % 26) as u8));
+        n /= 26;
+    }
+    name
+}
+
+#[test]
+fn a_csv_import_over_several_chunks_publishes_whole_and_a_second_run_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_store(tmp.path());
+    // More rows than one staged change set holds, so the import stages several and publishes
+    // them with one write.
+    let rows = clientele::crm::import::CHUNK * 2 + 17;
+    let mut csv = String::from("given_name,family_name,email\n");
+    for n in 0..rows {
+        writeln!(csv, "{},{},row{n}@example.com", letters(n), letters(n + 7)).unwrap();
+    }
+    let file = tmp.path().join("customers.csv");
+    std::fs::write(&file, csv).unwrap();
+    let run = || {
+        let out = crate::support::clientele(tmp.path())
+            .args(["import", "customers"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let first = run();
+    assert!(
+        first.contains(&format!(
+            "{rows} rows, {rows} customers created, 0 updated, 0 unchanged"
+        )),
+        "{first}"
+    );
+    {
+        let store = open_store(tmp.path());
+        assert_eq!(store.count(clientele::crm::CUSTOMERS), rows);
+        assert_eq!(
+            store.count(clientele::crm::import::IMPORT_STAGED),
+            0,
+            "the staged chunks' manifests are gone once the import is published"
+        );
+        let customers = service(&store);
+        assert_eq!(customers.build_index().unwrap(), rows);
+        let last = email(&format!("row{}@example.com", rows - 1));
+        assert!(
+            customers.find(&last).unwrap().is_some(),
+            "the last chunk's customer is found"
+        );
+    }
+
+    let again = run();
+    assert!(
+        again.contains(&format!(
+            "{rows} rows, 0 customers created, 0 updated, {rows} unchanged"
+        )),
+        "{again}"
+    );
+    let store = open_store(tmp.path());
+    assert_eq!(store.count(clientele::crm::CUSTOMERS), rows);
 }
